@@ -1,0 +1,33 @@
+/* stubs_pending.c — TEMPORARY: subcommands not yet written. Each is removed from here when its
+ * real file lands in cli/. */
+#include <stdio.h>
+
+#include "cli/cli.h"
+
+int kl_cmd_export_onnx(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kiln export-onnx: not built yet\n");
+    return 1;
+}
+
+int kl_cmd_data(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kiln data: not built yet\n");
+    return 1;
+}
+
+int kl_cmd_train(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kiln train: not built yet\n");
+    return 1;
+}
+
+int kl_cmd_predict(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "kiln predict: not built yet\n");
+    return 1;
+}

@@ -1,0 +1,27 @@
+/* cuda_api.h — the host-side CUDA entry points runtime/ needs, in plain C.
+ *
+ * Built from the .cu files in kernels/cuda/ when KILN_HAVE_CUDA is defined; otherwise kernels/cuda_stub.c
+ * supplies versions that report "no CUDA in this build". */
+#ifndef KL_CUDA_API_H
+#define KL_CUDA_API_H
+
+#include <stddef.h>
+
+#include "kernels/ops.h"
+#include "runtime/status.h"
+
+/* Number of visible CUDA devices; -1 when the build has no CUDA. Never fails. */
+int kl_cuda_device_count(void);
+
+kl_status kl_cuda_malloc(int device, size_t bytes, void **out);
+void kl_cuda_free(int device, void *p);
+kl_status kl_cuda_memset0(int device, void *p, size_t bytes);
+/* to_device: 1 copies host -> device, 0 device -> host. */
+kl_status kl_cuda_memcpy(int device, void *dst, const void *src, size_t bytes, int to_device);
+
+/* The CUDA op table and a context (stream + cuBLAS handle) for a device. */
+const kl_ops *kl_ops_cuda(void);
+kl_status kl_cuda_ctx_create(int device, void **ctx);
+void kl_cuda_ctx_free(void *ctx);
+
+#endif

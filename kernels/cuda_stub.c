@@ -1,0 +1,52 @@
+/* cuda_stub.c — stands in for kernels/cuda/ in a build without nvcc. */
+#include "kernels/cuda_api.h"
+
+int kl_cuda_device_count(void) {
+    return -1;
+}
+
+static kl_status no_cuda(void) {
+    return kl_seterr(KL_EUNSUPPORTED, "this build of kiln has no CUDA support");
+}
+
+kl_status kl_cuda_malloc(int device, size_t bytes, void **out) {
+    (void)device;
+    (void)bytes;
+    *out = NULL;
+    return no_cuda();
+}
+
+void kl_cuda_free(int device, void *p) {
+    (void)device;
+    (void)p;
+}
+
+kl_status kl_cuda_memset0(int device, void *p, size_t bytes) {
+    (void)device;
+    (void)p;
+    (void)bytes;
+    return no_cuda();
+}
+
+kl_status kl_cuda_memcpy(int device, void *dst, const void *src, size_t bytes, int to_device) {
+    (void)device;
+    (void)dst;
+    (void)src;
+    (void)bytes;
+    (void)to_device;
+    return no_cuda();
+}
+
+const kl_ops *kl_ops_cuda(void) {
+    return NULL;
+}
+
+kl_status kl_cuda_ctx_create(int device, void **ctx) {
+    (void)device;
+    *ctx = NULL;
+    return no_cuda();
+}
+
+void kl_cuda_ctx_free(void *ctx) {
+    (void)ctx;
+}
