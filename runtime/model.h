@@ -52,7 +52,8 @@ typedef struct {
     float *dy;                    /* scratch gradient, [max_batch, max dim] */
     float *dx;                    /* scratch gradient, [max_batch, max dim] */
     float *probs;                 /* softmax output [max_batch, classes] */
-    float *row_loss;              /* [max_batch] */
+    float *row_loss;              /* [max_batch] on dev */
+    float *row_loss_host;         /* [max_batch] host copy for the mean (owned; CUDA only) */
 } kl_mlp;
 
 /* Parses "784-512-256-10" into spec->dims / n_layers (other fields untouched). */

@@ -1,2 +1,267 @@
-/* placeholder, being written */
+/* cpu_ops.c — the CPU backend: OpenBLAS sgemm for matrix products, OpenMP for element-wise loops.
+ *
+ * OpenBLAS and OpenMP share one thread count (kl_cpu_set_threads): a step alternates between a
+ * GEMM and element-wise work, so the two pools never run at once and never oversubscribe.
+ * Element-wise loops only go parallel above KL_PAR_MIN elements; below it, waking threads costs
+ * more than the loop. Every reduction has a fixed order, so results do not depend on timing. */
+#include <cblas.h> /* cblas_sgemm, openblas_set_num_threads */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
 #include "kernels/ops.h"
+
+#define KL_PAR_MIN (1 << 15)
+
+static int cpu_threads = 1;
+
+void kl_cpu_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    cpu_threads = n;
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+int kl_cpu_get_threads(void) {
+    return cpu_threads;
+}
+
+static void cpu_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc) {
+    (void)ctx;
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+static inline float act_forward(kl_act act, float z) {
+    switch (act) {
+    case KL_ACT_RELU: return z > 0.0f ? z : 0.0f;
+    case KL_ACT_GELU: return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2));
+    case KL_ACT_TANH: return tanhf(z);
+    case KL_ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
+    case KL_ACT_IDENTITY: break;
+    }
+    return z;
+}
+
+/* d act(z) / dz */
+static inline float act_derivative(kl_act act, float z) {
+    switch (act) {
+    case KL_ACT_RELU: return z > 0.0f ? 1.0f : 0.0f;
+    case KL_ACT_GELU: {
+        float cdf = 0.5f * (1.0f + erff(z * (float)M_SQRT1_2));
+        float pdf = expf(-0.5f * z * z) * 0.3989422804014327f; /* 1/sqrt(2 pi) */
+        return cdf + z * pdf;
+    }
+    case KL_ACT_TANH: {
+        float t = tanhf(z);
+        return 1.0f - t * t;
+    }
+    case KL_ACT_SIGMOID: {
+        float s = 1.0f / (1.0f + expf(-z));
+        return s * (1.0f - s);
+    }
+    case KL_ACT_IDENTITY: break;
+    }
+    return 1.0f;
+}
+
+static void cpu_bias_act_forward(void *ctx, int m, int n, kl_act act, const float *bias, float *z,
+                                 float *y) {
+    (void)ctx;
+    int64_t total = (int64_t)m * n;
+#pragma omp parallel for schedule(static) if (total >= KL_PAR_MIN)
+    for (int i = 0; i < m; i++) {
+        float *zr = z + (int64_t)i * n;
+        float *yr = y + (int64_t)i * n;
+        if (bias)
+            for (int j = 0; j < n; j++) zr[j] += bias[j];
+        if (act == KL_ACT_RELU) {
+            for (int j = 0; j < n; j++) yr[j] = zr[j] > 0.0f ? zr[j] : 0.0f;
+        } else if (act == KL_ACT_IDENTITY) {
+            if (yr != zr) memcpy(yr, zr, (size_t)n * sizeof(float));
+        } else {
+            for (int j = 0; j < n; j++) yr[j] = act_forward(act, zr[j]);
+        }
+    }
+}
+
+static void cpu_colsum(void *ctx, int m, int n, const float *src, float *dst) {
+    (void)ctx;
+    /* Columns are split between threads; each sums its columns over rows in row order, so the
+     * result is the same for any thread count. */
+    int64_t total = (int64_t)m * n;
+#pragma omp parallel if (total >= KL_PAR_MIN)
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int lo = (int)((int64_t)n * t / nt), hi = (int)((int64_t)n * (t + 1) / nt);
+        for (int j = lo; j < hi; j++) dst[j] = 0.0f;
+        for (int i = 0; i < m; i++) {
+            const float *row = src + (int64_t)i * n;
+            for (int j = lo; j < hi; j++) dst[j] += row[j];
+        }
+    }
+}
+
+static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z,
+                                  const float *dy, float *dz, float *dbias) {
+    int64_t total = (int64_t)m * n;
+    if (act == KL_ACT_IDENTITY) {
+        if (dz != dy) memcpy(dz, dy, (size_t)total * sizeof(float));
+    } else {
+#pragma omp parallel for schedule(static) if (total >= KL_PAR_MIN)
+        for (int i = 0; i < m; i++) {
+            const float *zr = z + (int64_t)i * n;
+            const float *dyr = dy + (int64_t)i * n;
+            float *dzr = dz + (int64_t)i * n;
+            if (act == KL_ACT_RELU)
+                for (int j = 0; j < n; j++) dzr[j] = zr[j] > 0.0f ? dyr[j] : 0.0f;
+            else
+                for (int j = 0; j < n; j++) dzr[j] = dyr[j] * act_derivative(act, zr[j]);
+        }
+    }
+    if (dbias) cpu_colsum(ctx, m, n, dz, dbias);
+}
+
+static void cpu_softmax_xent(void *ctx, int m, int n, const float *logits, const int32_t *labels,
+                             float *probs, float *row_loss, float *dlogits, float grad_scale) {
+    (void)ctx;
+    int64_t total = (int64_t)m * n;
+#pragma omp parallel for schedule(static) if (total >= KL_PAR_MIN)
+    for (int i = 0; i < m; i++) {
+        const float *lr = logits + (int64_t)i * n;
+        float *pr = probs + (int64_t)i * n;
+        float mx = lr[0];
+        for (int j = 1; j < n; j++) mx = lr[j] > mx ? lr[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < n; j++) {
+            pr[j] = expf(lr[j] - mx);
+            sum += pr[j];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int j = 0; j < n; j++) pr[j] *= inv;
+        if (!labels) continue;
+        int c = labels[i];
+        if (row_loss) row_loss[i] = (float)(log(sum) - (double)(lr[c] - mx));
+        if (dlogits) {
+            float *dr = dlogits + (int64_t)i * n;
+            for (int j = 0; j < n; j++) dr[j] = (pr[j] - (j == c ? 1.0f : 0.0f)) * grad_scale;
+        }
+    }
+}
+
+static void cpu_mse(void *ctx, int m, int n, const float *pred, const float *target,
+                    float *row_loss, float *dpred, float grad_scale) {
+    (void)ctx;
+    for (int i = 0; i < m; i++) {
+        double acc = 0.0;
+        for (int j = 0; j < n; j++) {
+            int64_t k = (int64_t)i * n + j;
+            float diff = pred[k] - target[k];
+            acc += (double)diff * diff;
+            if (dpred) dpred[k] = 2.0f * diff / (float)n * grad_scale;
+        }
+        if (row_loss) row_loss[i] = (float)(acc / n);
+    }
+}
+
+static void cpu_dropout_forward(void *ctx, int64_t n, float p, uint64_t seed, const float *x,
+                                float *y) {
+    (void)ctx;
+    float keep_scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = kl_rand_uniform(seed, (uint64_t)i) >= p ? x[i] * keep_scale : 0.0f;
+}
+
+static void cpu_dropout_backward(void *ctx, int64_t n, float p, uint64_t seed, const float *dy,
+                                 float *dx) {
+    cpu_dropout_forward(ctx, n, p, seed, dy, dx);
+}
+
+static void cpu_adamw(void *ctx, int64_t n, float *param, const float *grad, float *m, float *v,
+                      float lr, float beta1, float beta2, float eps, float weight_decay,
+                      int64_t t) {
+    (void)ctx;
+    /* Same operation order as torch.optim.AdamW (single-tensor path), so loss curves match. */
+    float bc1 = 1.0f - powf(beta1, (float)t);
+    float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
+    float step_size = lr / bc1;
+    float decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i];
+        float p = param[i] * decay;
+        float mi = m[i] + (g - m[i]) * (1.0f - beta1);
+        float vi = v[i] * beta2 + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        param[i] = p - step_size * (mi / denom);
+    }
+}
+
+static void cpu_sgd(void *ctx, int64_t n, float *param, const float *grad, float *buf, float lr,
+                    float momentum, float weight_decay, int nesterov) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + weight_decay * param[i];
+        float b = momentum * buf[i] + g;
+        buf[i] = b;
+        param[i] -= lr * (nesterov ? g + momentum * b : b);
+    }
+}
+
+static double cpu_sumsq(void *ctx, int64_t n, const float *x) {
+    (void)ctx;
+    /* Fixed-size blocks summed in index order: the same answer for any thread count. */
+    enum { BLOCK = 4096 };
+    int64_t nblocks = (n + BLOCK - 1) / BLOCK;
+    double total = 0.0;
+    for (int64_t b0 = 0; b0 < nblocks; b0 += 256) {
+        double part[256];
+        int64_t cnt = nblocks - b0 < 256 ? nblocks - b0 : 256;
+#pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
+        for (int64_t b = 0; b < cnt; b++) {
+            int64_t lo = (b0 + b) * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
+            double acc = 0.0;
+            for (int64_t i = lo; i < hi; i++) acc += (double)x[i] * x[i];
+            part[b] = acc;
+        }
+        for (int64_t b = 0; b < cnt; b++) total += part[b];
+    }
+    return total;
+}
+
+static void cpu_scale(void *ctx, int64_t n, float s, float *x) {
+    (void)ctx;
+#pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void cpu_sync(void *ctx) {
+    (void)ctx;
+}
+
+static const kl_ops cpu_ops = {
+    .name = "cpu",
+    .gemm = cpu_gemm,
+    .bias_act_forward = cpu_bias_act_forward,
+    .bias_act_backward = cpu_bias_act_backward,
+    .softmax_xent = cpu_softmax_xent,
+    .mse = cpu_mse,
+    .dropout_forward = cpu_dropout_forward,
+    .dropout_backward = cpu_dropout_backward,
+    .adamw = cpu_adamw,
+    .sgd = cpu_sgd,
+    .sumsq = cpu_sumsq,
+    .scale = cpu_scale,
+    .colsum = cpu_colsum,
+    .sync = cpu_sync,
+};
+
+const kl_ops *kl_ops_cpu(void) {
+    return &cpu_ops;
+}
