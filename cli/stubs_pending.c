@@ -4,13 +4,6 @@
 
 #include "cli/cli.h"
 
-int kl_cmd_export_onnx(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kiln export-onnx: not built yet\n");
-    return 1;
-}
-
 int kl_cmd_data(int argc, char **argv) {
     (void)argc;
     (void)argv;
@@ -18,16 +11,3 @@ int kl_cmd_data(int argc, char **argv) {
     return 1;
 }
 
-int kl_cmd_train(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kiln train: not built yet\n");
-    return 1;
-}
-
-int kl_cmd_predict(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kiln predict: not built yet\n");
-    return 1;
-}

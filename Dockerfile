@@ -1,0 +1,31 @@
+# kiln — multi-stage image: a CUDA devel image builds, a CUDA runtime image runs `kiln`.
+# Build: docker build -t kiln .      Run: docker run --gpus all kiln train --config ...
+
+ARG CUDA_VERSION=13.0.1
+ARG UBUNTU=ubuntu24.04
+
+FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential cmake pkg-config libopenblas-dev libomp-dev libcjson-dev libyaml-dev \
+      libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=OFF -DKILN_WERROR=ON \
+ && cmake --build /build -j"$(nproc)"
+
+FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      libopenblas0-pthread libgomp1 libcjson1 libyaml-0-2 libprotobuf-c1 zlib1g libssl3t64 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --create-home --uid 10001 kiln
+COPY --from=build /build/kiln /usr/local/bin/kiln
+COPY configs /opt/kiln/configs
+USER 10001
+WORKDIR /home/kiln
+ENTRYPOINT ["/usr/local/bin/kiln"]
+CMD ["help"]

@@ -1,0 +1,481 @@
+/* train.c — the training loop: prepared data → MLP → AdamW/SGD steps → validation each epoch →
+ * early stopping, checkpoints, resume → the model bundle.
+ *
+ * Determinism: initialisation, the split, each epoch's shuffle and each step's dropout mask are
+ * all functions of train.seed and the step, and every op reduces in a fixed order; so the same
+ * config, data and thread count give bitwise-identical weights, resumed or not. */
+#include "trainer/train.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "data/loader.h"
+#include "data/prepare.h"
+#include "runtime/bundle.h"
+#include "runtime/model.h"
+#include "runtime/optimizer.h"
+#include "trainer/checkpoint.h"
+#include "trainer/progress.h"
+#include "trainer/schedule.h"
+
+/* Everything one run owns, so one cleanup path frees it all. */
+typedef struct {
+    const kl_train_config *cfg;   /* the resolved config */
+    kl_prepared_data data;        /* train/val/test, transform, encoder, digest */
+    kl_mlp model;                 /* the network */
+    kl_optimizer opt;             /* its optimizer */
+    kl_loader loader;             /* shuffled batches of the training split */
+    kl_schedule sched;            /* learning rate per step */
+    float *bx;                    /* batch features [batch, D] (host) */
+    int32_t *by;                  /* batch labels [batch] (host) */
+    float *bt;                    /* batch targets [batch] (host) */
+    float *best;                  /* best parameters so far (host), for early stopping */
+    float *dev_x;                 /* device staging for features (CUDA only) */
+    int32_t *dev_y;               /* device staging for labels (CUDA only) */
+    float *dev_t;                 /* device staging for targets (CUDA only) */
+    char ckpt_path[4096];         /* <output>/checkpoint.bin */
+    char arch[128];               /* architecture string checked on resume */
+} run_state;
+
+static kl_status mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return kl_seterr(KL_EIO, "cannot create directory \"%s\": %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return kl_seterr(KL_EIO, "cannot create directory \"%s\": %s", buf, strerror(errno));
+    return KL_OK;
+}
+
+static uint64_t step_seed(uint64_t seed, int64_t step) {
+    return (seed + 1) * 0xD6E8FEB86659FD93ull ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
+}
+
+static kl_status build_spec(const kl_train_config *cfg, const kl_prepared_data *d,
+                            kl_mlp_spec *spec) {
+    memset(spec, 0, sizeof *spec);
+    kl_status s = kl_mlp_parse_layers(cfg->model_layers, spec);
+    if (s) return kl_preferr(s, "model.layers");
+    if (kl_act_parse(cfg->model_activation, &spec->act))
+        return kl_seterr(KL_EINVAL, "model.activation: unknown \"%s\"", cfg->model_activation);
+    spec->dropout = (float)cfg->model_dropout;
+    spec->task = strcmp(cfg->model_task, "regression") ? KL_TASK_CLASSIFICATION
+                                                       : KL_TASK_REGRESSION;
+    int L = spec->n_layers;
+    if (spec->dims[0] != d->n_features)
+        return kl_seterr(KL_EINVAL, "model.layers: \"%s\" takes %d inputs, the data has %d features",
+                         cfg->model_layers, spec->dims[0], d->n_features);
+    if (spec->task == KL_TASK_CLASSIFICATION && spec->dims[L] != d->train.n_classes)
+        return kl_seterr(KL_EINVAL, "model.layers: \"%s\" has %d outputs, the data has %d classes",
+                         cfg->model_layers, spec->dims[L], d->train.n_classes);
+    if (spec->task == KL_TASK_REGRESSION && spec->dims[L] != 1)
+        return kl_seterr(KL_EINVAL, "model.layers: regression needs 1 output, \"%s\" has %d",
+                         cfg->model_layers, spec->dims[L]);
+    return kl_mlp_spec_validate(spec);
+}
+
+/* Mean loss and accuracy of the current weights over a dataset, in batches. */
+static kl_status evaluate(run_state *r, const kl_dataset *ds, double *loss, double *acc) {
+    kl_mlp *m = &r->model;
+    int B = m->max_batch, D = (int)ds->d, C = m->spec.dims[m->spec.n_layers];
+    int cls = m->spec.task == KL_TASK_CLASSIFICATION;
+    double loss_sum = 0;
+    int64_t correct = 0;
+    float *probs_host = malloc((size_t)B * C * sizeof(float));
+    if (!probs_host) return kl_seterr(KL_ENOMEM, "evaluation buffer");
+    kl_status s = KL_OK;
+    for (int64_t r0 = 0; r0 < ds->n && !s; r0 += B) {
+        int n = (int)(ds->n - r0 < B ? ds->n - r0 : B);
+        const float *x = ds->x + r0 * D;
+        const int32_t *y = ds->y ? ds->y + r0 : NULL;
+        const float *t = ds->t ? ds->t + r0 : NULL;
+        if (m->dev.kind != KL_DEV_CPU) {
+            if ((s = kl_dev_copy_from_host(m->dev, r->dev_x, x, (size_t)n * D * sizeof(float))))
+                break;
+            x = r->dev_x;
+            if (y && (s = kl_dev_copy_from_host(m->dev, r->dev_y, y, (size_t)n * sizeof(int32_t))))
+                break;
+            if (t && (s = kl_dev_copy_from_host(m->dev, r->dev_t, t, (size_t)n * sizeof(float))))
+                break;
+            y = y ? r->dev_y : NULL;
+            t = t ? r->dev_t : NULL;
+        }
+        double mean;
+        if ((s = kl_mlp_forward(m, x, n, 0, 0))) break;
+        if ((s = kl_mlp_loss(m, n, y, t, 0.0f, 0, &mean))) break;
+        loss_sum += mean * n;
+        if (cls) {
+            if ((s = kl_dev_copy_to_host(m->dev, probs_host, m->probs, (size_t)n * C * sizeof(float))))
+                break;
+            for (int i = 0; i < n; i++) {
+                const float *p = probs_host + (int64_t)i * C;
+                int best = 0;
+                for (int c = 1; c < C; c++)
+                    if (p[c] > p[best]) best = c;
+                correct += best == ds->y[r0 + i];
+            }
+        }
+    }
+    free(probs_host);
+    if (s) return s;
+    *loss = ds->n ? loss_sum / ds->n : NAN;
+    *acc = cls && ds->n ? (double)correct / ds->n : NAN;
+    return KL_OK;
+}
+
+static kl_status save_checkpoint(run_state *r, int64_t step, int64_t epoch, int64_t batch_in_epoch,
+                                 double best_val, int64_t bad_epochs, int64_t best_epoch) {
+    kl_mlp *m = &r->model;
+    kl_checkpoint c;
+    memset(&c, 0, sizeof c);
+    c.n_params = m->n_params;
+    c.state_len = kl_optimizer_state_len(&r->opt);
+    c.step = step;
+    c.epoch = epoch;
+    c.batch_in_epoch = batch_in_epoch;
+    c.optimizer_t = r->opt.t;
+    c.best_val_loss = best_val;
+    c.bad_epochs = bad_epochs;
+    c.best_epoch = best_epoch;
+    c.has_best = r->best != NULL;
+    snprintf(c.arch, sizeof c.arch, "%s", r->arch);
+    c.params = malloc((size_t)c.n_params * sizeof(float));
+    c.state = malloc((size_t)(c.state_len ? c.state_len : 1) * sizeof(float));
+    c.best = r->best;
+    kl_status s = KL_OK;
+    if (!c.params || !c.state)
+        s = kl_seterr(KL_ENOMEM, "checkpoint buffers");
+    if (!s) s = kl_dev_copy_to_host(m->dev, c.params, m->params, (size_t)c.n_params * sizeof(float));
+    if (!s) s = kl_dev_copy_to_host(m->dev, c.state, r->opt.state, (size_t)c.state_len * sizeof(float));
+    if (!s) s = kl_checkpoint_save(r->ckpt_path, &c);
+    free(c.params);
+    free(c.state);
+    return s;
+}
+
+static void add_param(const char *key, const char *value, void *obj) {
+    cJSON_AddStringToObject((cJSON *)obj, key, value);
+}
+
+static cJSON *training_summary(const kl_train_config *cfg, const kl_train_result *res) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *params = cJSON_AddObjectToObject(root, "config");
+    kl_config_each(cfg, add_param, params);
+    cJSON *metrics = cJSON_AddObjectToObject(root, "metrics");
+    cJSON_AddNumberToObject(metrics, "steps", (double)res->steps);
+    cJSON_AddNumberToObject(metrics, "epochs", (double)res->epochs_done);
+    cJSON_AddNumberToObject(metrics, "train_loss", res->train_loss);
+    if (!isnan(res->val_loss)) cJSON_AddNumberToObject(metrics, "val_loss", res->val_loss);
+    if (!isnan(res->val_accuracy)) cJSON_AddNumberToObject(metrics, "val_accuracy", res->val_accuracy);
+    if (!isnan(res->test_loss)) cJSON_AddNumberToObject(metrics, "test_loss", res->test_loss);
+    if (!isnan(res->test_accuracy))
+        cJSON_AddNumberToObject(metrics, "test_accuracy", res->test_accuracy);
+    cJSON_AddNumberToObject(metrics, "samples_per_second", res->samples_per_s);
+    cJSON_AddBoolToObject(metrics, "stopped_early", res->stopped_early);
+    return root;
+}
+
+static kl_status save_bundle(run_state *r, const kl_train_result *res) {
+    kl_mlp *m = &r->model;
+    kl_prepared_data *d = &r->data;
+    kl_bundle b;
+    memset(&b, 0, sizeof b);
+    b.spec = m->spec;
+    b.n_params = m->n_params;
+    b.params = malloc((size_t)m->n_params * sizeof(float));
+    if (!b.params) return kl_seterr(KL_ENOMEM, "bundle parameters");
+    kl_status s = kl_dev_copy_to_host(m->dev, b.params, m->params, (size_t)m->n_params * sizeof(float));
+    b.n_features = d->n_features;
+    b.feature_names = d->train.feature_names;
+    snprintf(b.transform, sizeof b.transform, "%s", d->transform);
+    b.shift = d->shift;
+    b.scale = d->scale;
+    b.n_labels = m->spec.task == KL_TASK_CLASSIFICATION ? d->train.n_classes : 0;
+    b.label_names = b.n_labels ? d->train.class_names : NULL;
+    snprintf(b.data_digest, sizeof b.data_digest, "%s", d->digest);
+    b.encoder_json = d->encoder_json;
+    cJSON *summary = training_summary(r->cfg, res);
+    b.training_json = cJSON_PrintUnformatted(summary);
+    cJSON_Delete(summary);
+    if (!s) s = kl_bundle_save(r->cfg->output, &b);
+    free(b.params);
+    free(b.training_json);
+    return s;
+}
+
+static void run_free(run_state *r) {
+    kl_loader_free(&r->loader);
+    kl_optimizer_free(&r->opt);
+    if (r->model.params) {
+        kl_dev_free(r->model.dev, r->dev_x);
+        kl_dev_free(r->model.dev, r->dev_y);
+        kl_dev_free(r->model.dev, r->dev_t);
+    }
+    kl_mlp_free(&r->model);
+    kl_prepared_data_free(&r->data);
+    free(r->bx);
+    free(r->by);
+    free(r->bt);
+    free(r->best);
+}
+
+static void fill_data_config(const kl_train_config *cfg, kl_data_config *dc) {
+    memset(dc, 0, sizeof *dc);
+    dc->format = cfg->data_format;
+    dc->train = cfg->data_train;
+    dc->train_labels = cfg->data_train_labels;
+    dc->test = cfg->data_test;
+    dc->test_labels = cfg->data_test_labels;
+    dc->label_column = cfg->data_label_column;
+    dc->categorical = (const char **)cfg->data_categorical.items;
+    dc->n_categorical = cfg->data_categorical.n;
+    dc->label_names = (const char **)cfg->data_label_names.items;
+    dc->n_label_names = cfg->data_label_names.n;
+    dc->task = cfg->model_task;
+    dc->val_fraction = cfg->data_val_fraction;
+    dc->seed = (uint64_t)cfg->train_seed;
+    dc->transform = cfg->data_transform;
+    dc->limit = cfg->data_limit;
+}
+
+/* Allocates batch buffers (host, and device staging off the CPU). */
+static kl_status alloc_batches(run_state *r, int B, int D) {
+    r->bx = malloc((size_t)B * D * sizeof(float));
+    r->by = malloc((size_t)B * sizeof(int32_t));
+    r->bt = malloc((size_t)B * sizeof(float));
+    if (!r->bx || !r->by || !r->bt) return kl_seterr(KL_ENOMEM, "batch buffers");
+    kl_device dev = r->model.dev;
+    if (dev.kind == KL_DEV_CPU) return KL_OK;
+    KL_TRY(kl_dev_malloc(dev, (size_t)B * D * sizeof(float), (void **)&r->dev_x));
+    KL_TRY(kl_dev_malloc(dev, (size_t)B * sizeof(int32_t), (void **)&r->dev_y));
+    return kl_dev_malloc(dev, (size_t)B * sizeof(float), (void **)&r->dev_t);
+}
+
+static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
+                                    int64_t *batch_in_epoch, double *best_val,
+                                    int64_t *bad_epochs, int64_t *best_epoch) {
+    kl_checkpoint c;
+    KL_TRY(kl_checkpoint_load(r->ckpt_path, &c));
+    kl_mlp *m = &r->model;
+    kl_status s = KL_OK;
+    if (strcmp(c.arch, r->arch) != 0 || c.n_params != m->n_params ||
+        c.state_len != kl_optimizer_state_len(&r->opt))
+        s = kl_seterr(KL_EINVAL,
+                      "checkpoint \"%s\" is for \"%s\" (%lld parameters), this config trains "
+                      "\"%s\" (%lld parameters)",
+                      r->ckpt_path, c.arch, (long long)c.n_params, r->arch,
+                      (long long)m->n_params);
+    if (!s) s = kl_dev_copy_from_host(m->dev, m->params, c.params, (size_t)c.n_params * sizeof(float));
+    if (!s)
+        s = kl_dev_copy_from_host(m->dev, r->opt.state, c.state, (size_t)c.state_len * sizeof(float));
+    if (!s && c.has_best && r->best) memcpy(r->best, c.best, (size_t)c.n_params * sizeof(float));
+    if (!s) {
+        r->opt.t = c.optimizer_t;
+        *step = c.step;
+        *epoch = c.epoch;
+        *batch_in_epoch = c.batch_in_epoch;
+        *best_val = c.best_val_loss;
+        *bad_epochs = c.bad_epochs;
+        *best_epoch = c.best_epoch;
+    }
+    kl_checkpoint_free(&c);
+    return s;
+}
+
+static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *hooks,
+                     kl_train_result *res) {
+    const kl_train_config *cfg = r->cfg;
+    kl_cpu_set_threads((int)cfg->train_threads);
+    kl_device dev;
+    KL_TRY(kl_device_resolve(cfg->train_device, log == NULL, &dev));
+
+    kl_data_config dc;
+    fill_data_config(cfg, &dc);
+    KL_TRY(kl_data_prepare(&dc, &r->data));
+    kl_prepared_data *d = &r->data;
+    if (d->train.n == 0) return kl_seterr(KL_EINVAL, "data.train: no training rows");
+    snprintf(res->data_digest, sizeof res->data_digest, "%s", d->digest);
+
+    kl_mlp_spec spec;
+    KL_TRY(build_spec(cfg, d, &spec));
+    int B = (int)cfg->train_batch_size;
+    KL_TRY(kl_mlp_create(&r->model, &spec, dev, B));
+    kl_mlp *m = &r->model;
+    KL_TRY(kl_mlp_init_params(m, (uint64_t)cfg->train_seed));
+    char layers[96];
+    snprintf(r->arch, sizeof r->arch, "%s %s %s", kl_mlp_layers_str(&spec, layers, sizeof layers),
+             kl_act_name(spec.act), cfg->model_task);
+
+    kl_optim_spec os = {
+        .kind = strcmp(cfg->optim_name, "sgd") ? KL_OPTIM_ADAMW : KL_OPTIM_SGD,
+        .beta1 = (float)cfg->optim_beta1,
+        .beta2 = (float)cfg->optim_beta2,
+        .eps = (float)cfg->optim_eps,
+        .momentum = (float)cfg->optim_momentum,
+        .nesterov = cfg->optim_nesterov,
+        .weight_decay = (float)cfg->optim_weight_decay,
+        .clip_norm = cfg->optim_clip_norm,
+    };
+    KL_TRY(kl_optimizer_create(&r->opt, &os, m));
+    KL_TRY(alloc_batches(r, B, d->n_features));
+    KL_TRY(kl_loader_init(&r->loader, &d->train, B, (uint64_t)cfg->train_seed, 0, 0, 1));
+
+    int64_t steps_per_epoch = kl_loader_batches_per_epoch(&r->loader);
+    int64_t total = steps_per_epoch * cfg->train_epochs;
+    if (cfg->train_max_steps > 0 && cfg->train_max_steps < total) total = cfg->train_max_steps;
+    r->sched = (kl_schedule){
+        .kind = strcmp(cfg->schedule_name, "cosine") ? KL_SCHED_CONSTANT : KL_SCHED_COSINE,
+        .lr = cfg->optim_lr,
+        .min_lr = cfg->schedule_min_lr,
+        .warmup_steps = cfg->schedule_warmup_steps,
+        .total_steps = total,
+    };
+    int early = cfg->train_patience > 0 && d->val.n > 0;
+    if (early) {
+        r->best = malloc((size_t)m->n_params * sizeof(float));
+        if (!r->best) return kl_seterr(KL_ENOMEM, "best-parameter copy");
+    }
+    KL_TRY(mkdir_p(cfg->output));
+    snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.bin", cfg->output);
+
+    int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
+    double best_val = INFINITY;
+    if (resume) {
+        FILE *probe = fopen(r->ckpt_path, "rb");
+        if (probe) {
+            fclose(probe);
+            KL_TRY(restore_checkpoint(r, &step, &start_epoch, &skip_batches, &best_val,
+                                      &bad_epochs, &best_epoch));
+            if (log)
+                fprintf(log, "resuming from %s at step %lld (epoch %lld, batch %lld)\n",
+                        r->ckpt_path, (long long)step, (long long)start_epoch + 1,
+                        (long long)skip_batches);
+        } else if (log) {
+            fprintf(log, "no checkpoint at %s; starting from scratch\n", r->ckpt_path);
+        }
+    }
+    if (log) {
+        char dn[32];
+        fprintf(log,
+                "training %s (%lld parameters) on %s: %lld train / %lld val / %lld test rows, "
+                "%lld steps\n",
+                r->arch, (long long)m->n_params, kl_device_name(dev, dn, sizeof dn),
+                (long long)d->train.n, (long long)d->val.n, (long long)d->test.n,
+                (long long)total);
+    }
+
+    kl_progress prog;
+    kl_progress_start(&prog, log ? kl_progress_parse(cfg->train_progress, log) : KL_PROGRESS_NONE,
+                      log ? log : stderr, total, steps_per_epoch, cfg->train_epochs,
+                      cfg->train_log_every);
+    int cls = spec.task == KL_TASK_CLASSIFICATION;
+    int D = d->n_features;
+    double t0 = kl_now();
+    int64_t samples = 0;
+    res->train_loss = NAN;
+    int stop = step >= total;
+    int64_t epoch = start_epoch;
+    for (; epoch < cfg->train_epochs && !stop; epoch++) {
+        kl_loader_start_epoch(&r->loader, epoch);
+        for (int64_t k = 0; k < skip_batches; k++)
+            kl_loader_next(&r->loader, NULL, NULL, NULL);
+        int64_t batch_in_epoch = skip_batches;
+        skip_batches = 0;
+        double loss_sum = 0;
+        int64_t loss_rows = 0;
+        for (;;) {
+            int rows = kl_loader_next(&r->loader, r->bx, cls ? r->by : NULL, cls ? NULL : r->bt);
+            if (rows <= 0) break;
+            const float *x = r->bx;
+            const int32_t *y = cls ? r->by : NULL;
+            const float *t = cls ? NULL : r->bt;
+            if (dev.kind != KL_DEV_CPU) {
+                KL_TRY(kl_dev_copy_from_host(dev, r->dev_x, x, (size_t)rows * D * sizeof(float)));
+                if (y) KL_TRY(kl_dev_copy_from_host(dev, r->dev_y, y, (size_t)rows * sizeof(int32_t)));
+                if (t) KL_TRY(kl_dev_copy_from_host(dev, r->dev_t, t, (size_t)rows * sizeof(float)));
+                x = r->dev_x;
+                y = y ? r->dev_y : NULL;
+                t = t ? r->dev_t : NULL;
+            }
+            uint64_t ds = step_seed((uint64_t)cfg->train_seed, step);
+            double loss;
+            KL_TRY(kl_mlp_forward(m, x, rows, 1, ds));
+            KL_TRY(kl_mlp_loss(m, rows, y, t, 1.0f / (float)rows, 1, &loss));
+            if (!isfinite(loss))
+                return kl_seterr(KL_EINVAL,
+                                 "training diverged at step %lld (loss %g); lower optim.lr or set "
+                                 "optim.clip_norm",
+                                 (long long)step, loss);
+            KL_TRY(kl_mlp_backward(m, x, rows, ds));
+            double lr = kl_schedule_lr(&r->sched, step);
+            KL_TRY(kl_optimizer_step(&r->opt, m, (float)lr, NULL));
+            loss_sum += loss * rows;
+            loss_rows += rows;
+            samples += rows;
+            kl_progress_step(&prog, step, epoch, rows, loss, lr);
+            if (hooks && hooks->on_step) hooks->on_step(hooks->user, step, loss, lr);
+            step++;
+            batch_in_epoch++;
+            if (cfg->train_checkpoint_every > 0 && step % cfg->train_checkpoint_every == 0)
+                KL_TRY(save_checkpoint(r, step, epoch, batch_in_epoch, best_val, bad_epochs,
+                                       best_epoch));
+            if (step >= total) {
+                stop = 1;
+                break;
+            }
+        }
+        if (loss_rows) res->train_loss = loss_sum / loss_rows;
+        double vl = NAN, va = NAN;
+        if (d->val.n > 0) KL_TRY(evaluate(r, &d->val, &vl, &va));
+        kl_progress_epoch(&prog, epoch, res->train_loss, vl, va, d->val.n > 0, cls);
+        if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->user, epoch, res->train_loss, vl, va);
+        res->epochs_done = epoch + 1;
+        if (early && !stop) {
+            if (vl < best_val) {
+                best_val = vl;
+                best_epoch = epoch;
+                bad_epochs = 0;
+                KL_TRY(kl_dev_copy_to_host(dev, r->best, m->params, (size_t)m->n_params * sizeof(float)));
+            } else if (++bad_epochs >= cfg->train_patience) {
+                res->stopped_early = 1;
+                stop = 1;
+                if (log)
+                    fprintf(log, "early stopping: val_loss has not improved for %lld epochs; "
+                                 "keeping epoch %lld\n",
+                            (long long)bad_epochs, (long long)best_epoch + 1);
+            }
+        }
+    }
+    double t1 = kl_now();
+    if (early && best_epoch >= 0 && res->stopped_early)
+        KL_TRY(kl_dev_copy_from_host(dev, m->params, r->best, (size_t)m->n_params * sizeof(float)));
+    res->steps = step;
+    res->best_epoch = best_epoch;
+    res->seconds = t1 - t0;
+    res->samples_per_s = res->seconds > 0 ? samples / res->seconds : 0;
+    res->val_loss = res->val_accuracy = res->test_loss = res->test_accuracy = NAN;
+    if (d->val.n > 0) KL_TRY(evaluate(r, &d->val, &res->val_loss, &res->val_accuracy));
+    if (d->test.n > 0) KL_TRY(evaluate(r, &d->test, &res->test_loss, &res->test_accuracy));
+    return save_bundle(r, res);
+}
+
+kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
+                       const kl_train_hooks *hooks, kl_train_result *res) {
+    memset(res, 0, sizeof *res);
+    KL_TRY(kl_config_validate(cfg));
+    run_state r;
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    kl_status s = run(&r, resume, log, hooks, res);
+    run_free(&r);
+    return s;
+}

@@ -1,0 +1,39 @@
+/* train.h — a whole training run: data → model → steps → validation → bundle. */
+#ifndef KL_TRAIN_H
+#define KL_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "trainer/config.h"
+
+typedef struct {
+    int64_t steps;          /* optimizer steps taken (including before a resume) */
+    int64_t epochs_done;    /* epochs completed */
+    int stopped_early;      /* early stopping fired */
+    int64_t best_epoch;     /* epoch whose weights the bundle holds (when early stopping) */
+    double train_loss;      /* mean training loss of the last epoch */
+    double val_loss;        /* validation loss of the saved weights (NAN without validation) */
+    double val_accuracy;    /* validation accuracy (classification), else NAN */
+    double test_loss;       /* held-out test loss (NAN without a test set) */
+    double test_accuracy;   /* held-out test accuracy (classification), else NAN */
+    double samples_per_s;   /* training throughput over the run's steps */
+    double seconds;         /* wall time of the training loop */
+    char data_digest[80];   /* training data digest */
+} kl_train_result;
+
+/* Hooks a caller may set to observe a run (all optional). */
+typedef struct {
+    /* called after each step with the step's mean training loss */
+    void (*on_step)(void *user, int64_t step, double loss, double lr);
+    /* called after each epoch */
+    void (*on_epoch)(void *user, int64_t epoch, double train_loss, double val_loss, double val_acc);
+    void *user;
+} kl_train_hooks;
+
+/* Runs training as configured. resume: continue from <output>/checkpoint.bin if present.
+ * log: where progress goes (stderr), or NULL for silence. Writes the bundle to cfg->output. */
+kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
+                       const kl_train_hooks *hooks, kl_train_result *res);
+
+#endif
