@@ -8,7 +8,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS build
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config libopenblas-dev libomp-dev libcjson-dev libyaml-dev \
+      build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev \
       libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -20,7 +20,7 @@ FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libopenblas0-pthread libgomp1 libcjson1 libyaml-0-2 libprotobuf-c1 zlib1g libssl3t64 \
+      libopenblas0-openmp libgomp1 libcjson1 libyaml-0-2 libprotobuf-c1 zlib1g libssl3t64 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 kiln
 COPY --from=build /build/kiln /usr/local/bin/kiln

@@ -63,6 +63,8 @@ static const key_def keys[] = {
      "checkpoint interval in steps"},
     {"train.log_every", K_INT, F(train_log_every), NULL, 1, 1e12, 0, "log interval in steps"},
     {"train.progress", K_ENUM, F(train_progress), "auto|bar|plain|none", 0, 0, 0, "progress"},
+    {"train.loss_log", K_STR, F(train_loss_log), NULL, 0, 0, 0, "per-step loss CSV"},
+    {"train.save_init", K_BOOL, F(train_save_init), NULL, 0, 0, 0, "save initial weights"},
     {"output", K_STR, F(output), NULL, 0, 0, 0, "bundle directory"},
 };
 #undef F

@@ -61,6 +61,8 @@ typedef struct {
     int64_t train_checkpoint_every; /* steps between checkpoints (0 = off) */
     int64_t train_log_every;  /* steps between plain progress lines */
     char *train_progress;     /* auto | bar | plain | none */
+    char *train_loss_log;     /* CSV file of step,epoch,loss,lr per step (NULL = none) */
+    int train_save_init;      /* write <output>/init.safetensors with the initial weights */
     /* output */
     char *output;             /* bundle directory */
 } kl_train_config;

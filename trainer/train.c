@@ -7,15 +7,14 @@
 #include "trainer/train.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "runtime/bundle.h"
+#include "runtime/fileio.h"
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 #include "trainer/checkpoint.h"
@@ -37,24 +36,10 @@ typedef struct {
     float *dev_x;                 /* device staging for features (CUDA only) */
     int32_t *dev_y;               /* device staging for labels (CUDA only) */
     float *dev_t;                 /* device staging for targets (CUDA only) */
+    FILE *loss_log;               /* per-step loss CSV, or NULL */
     char ckpt_path[4096];         /* <output>/checkpoint.bin */
     char arch[128];               /* architecture string checked on resume */
 } run_state;
-
-static kl_status mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return kl_seterr(KL_EIO, "cannot create directory \"%s\": %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return kl_seterr(KL_EIO, "cannot create directory \"%s\": %s", buf, strerror(errno));
-    return KL_OK;
-}
 
 static uint64_t step_seed(uint64_t seed, int64_t step) {
     return (seed + 1) * 0xD6E8FEB86659FD93ull ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
@@ -226,6 +211,7 @@ static void run_free(run_state *r) {
     free(r->by);
     free(r->bt);
     free(r->best);
+    if (r->loss_log) fclose(r->loss_log);
 }
 
 static void fill_data_config(const kl_train_config *cfg, kl_data_config *dc) {
@@ -327,7 +313,8 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     };
     KL_TRY(kl_optimizer_create(&r->opt, &os, m));
     KL_TRY(alloc_batches(r, B, d->n_features));
-    KL_TRY(kl_loader_init(&r->loader, &d->train, B, (uint64_t)cfg->train_seed, 0, 0, 1));
+    kl_loader_opts lo = {.batch_size = B, .seed = (uint64_t)cfg->train_seed};
+    KL_TRY(kl_loader_init(&r->loader, &d->train, &lo));
 
     int64_t steps_per_epoch = kl_loader_batches_per_epoch(&r->loader);
     int64_t total = steps_per_epoch * cfg->train_epochs;
@@ -344,7 +331,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         r->best = malloc((size_t)m->n_params * sizeof(float));
         if (!r->best) return kl_seterr(KL_ENOMEM, "best-parameter copy");
     }
-    KL_TRY(mkdir_p(cfg->output));
+    KL_TRY(kl_file_mkdirs(cfg->output));
     snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.bin", cfg->output);
 
     int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
@@ -373,6 +360,13 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                 (long long)total);
     }
 
+    if (cfg->train_loss_log) {
+        r->loss_log = fopen(cfg->train_loss_log, step > 0 ? "a" : "w");
+        if (!r->loss_log)
+            return kl_seterr(KL_EIO, "train.loss_log: cannot create \"%s\"", cfg->train_loss_log);
+        if (step == 0) fprintf(r->loss_log, "step,epoch,loss,lr\n");
+    }
+
     kl_progress prog;
     kl_progress_start(&prog, log ? kl_progress_parse(cfg->train_progress, log) : KL_PROGRESS_NONE,
                       log ? log : stderr, total, steps_per_epoch, cfg->train_epochs,
@@ -385,15 +379,15 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     int stop = step >= total;
     int64_t epoch = start_epoch;
     for (; epoch < cfg->train_epochs && !stop; epoch++) {
-        kl_loader_start_epoch(&r->loader, epoch);
-        for (int64_t k = 0; k < skip_batches; k++)
-            kl_loader_next(&r->loader, NULL, NULL, NULL);
+        KL_TRY(kl_loader_start_epoch(&r->loader, epoch));
+        kl_loader_skip(&r->loader, skip_batches);
         int64_t batch_in_epoch = skip_batches;
         skip_batches = 0;
         double loss_sum = 0;
         int64_t loss_rows = 0;
         for (;;) {
-            int rows = kl_loader_next(&r->loader, r->bx, cls ? r->by : NULL, cls ? NULL : r->bt);
+            int rows = (int)kl_loader_next(&r->loader, r->bx, cls ? r->by : NULL,
+                                           cls ? NULL : r->bt, NULL);
             if (rows <= 0) break;
             const float *x = r->bx;
             const int32_t *y = cls ? r->by : NULL;
@@ -422,6 +416,9 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
             loss_rows += rows;
             samples += rows;
             kl_progress_step(&prog, step, epoch, rows, loss, lr);
+            if (r->loss_log)
+                fprintf(r->loss_log, "%lld,%lld,%.9g,%.9g\n", (long long)step, (long long)epoch,
+                        loss, lr);
             if (hooks && hooks->on_step) hooks->on_step(hooks->user, step, loss, lr);
             step++;
             batch_in_epoch++;
