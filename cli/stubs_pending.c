@@ -3,11 +3,3 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
-
-int kl_cmd_data(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "kiln data: not built yet\n");
-    return 1;
-}
-

@@ -42,6 +42,10 @@ kl_status kl_bundle_load(const char *dir, kl_bundle *b);
 
 void kl_bundle_free(kl_bundle *b);
 
+/* Writes a parameter buffer (host, spec's layout) as safetensors: fc1.weight, fc1.bias, ...
+ * — the bundle's model.safetensors, also used for a run's initial weights. */
+kl_status kl_bundle_write_weights(const char *path, const kl_mlp_spec *spec, const float *params);
+
 /* Applies the bundle's transform in place to rows x[rows, n_features]. */
 void kl_bundle_apply_transform(const kl_bundle *b, float *x, int64_t rows);
 

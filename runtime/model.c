@@ -63,25 +63,23 @@ kl_status kl_mlp_spec_validate(const kl_mlp_spec *spec) {
     return KL_OK;
 }
 
-int64_t kl_mlp_param_info(const kl_mlp *m, int i, char *name, int name_cap, int *ndim,
+int64_t kl_mlp_param_info(const kl_mlp_spec *s, int i, char *name, size_t name_cap, int *ndim,
                           int64_t shape[2]) {
-    const kl_mlp_spec *s = &m->spec;
     int layer = i / 2;
     int64_t off = 0;
     for (int l = 0; l < layer; l++) off += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
     int64_t in = s->dims[layer], out = s->dims[layer + 1];
-    if (i % 2 == 0) {
-        if (name) snprintf(name, (size_t)name_cap, "fc%d.weight", layer + 1);
-        *ndim = 2;
-        shape[0] = out;
-        shape[1] = in;
-        return off;
-    }
-    if (name) snprintf(name, (size_t)name_cap, "fc%d.bias", layer + 1);
-    *ndim = 1;
+    if (name) snprintf(name, name_cap, i % 2 ? "fc%d.bias" : "fc%d.weight", layer + 1);
+    *ndim = i % 2 ? 1 : 2;
     shape[0] = out;
-    shape[1] = 1;
-    return off + out * in;
+    shape[1] = i % 2 ? 0 : in;
+    return i % 2 ? off + out * in : off;
+}
+
+int64_t kl_mlp_param_count(const kl_mlp_spec *s) {
+    int64_t n = 0;
+    for (int l = 0; l < s->n_layers; l++) n += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
+    return n;
 }
 
 static int max_dim(const kl_mlp_spec *s) {
@@ -104,8 +102,7 @@ kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int m
                          dev.index);
     }
     int L = spec->n_layers;
-    for (int l = 0; l < L; l++)
-        m->n_params += (int64_t)spec->dims[l + 1] * spec->dims[l] + spec->dims[l + 1];
+    m->n_params = kl_mlp_param_count(spec);
     kl_status s;
     if ((s = kl_dev_malloc(dev, (size_t)m->n_params * sizeof(float), (void **)&m->params)) ||
         (s = kl_dev_malloc(dev, (size_t)m->n_params * sizeof(float), (void **)&m->grads))) {

@@ -12,6 +12,7 @@
 #ifndef KL_MODEL_H
 #define KL_MODEL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels/ops.h"
@@ -72,9 +73,12 @@ void kl_mlp_free(kl_mlp *m);
 kl_status kl_mlp_init_params(kl_mlp *m, uint64_t seed);
 
 /* Name and shape of parameter tensor i (0 .. 2*n_layers-1): "fc1.weight" [out,in], "fc1.bias"
- * [out]; returns the element offset into params. */
-int64_t kl_mlp_param_info(const kl_mlp *m, int i, char *name, int name_cap, int *ndim,
+ * [out] (shape[1] = 0 for a bias); returns the element offset into the parameter buffer. */
+int64_t kl_mlp_param_info(const kl_mlp_spec *spec, int i, char *name, size_t name_cap, int *ndim,
                           int64_t shape[2]);
+
+/* Total parameter count of a spec. */
+int64_t kl_mlp_param_count(const kl_mlp_spec *spec);
 
 /* Forward pass over rows x[rows, dims[0]] (device memory). training enables dropout with the
  * step's seed. The output is m->y[n_layers-1] (logits / predictions). */

@@ -147,6 +147,19 @@ static kl_status save_checkpoint(run_state *r, int64_t step, int64_t epoch, int6
     return s;
 }
 
+/* Writes the initial weights as <output>/init.safetensors (for comparisons with other engines). */
+static kl_status save_init(run_state *r) {
+    kl_mlp *m = &r->model;
+    float *host = malloc((size_t)m->n_params * sizeof(float));
+    if (!host) return kl_seterr(KL_ENOMEM, "initial weights copy");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/init.safetensors", r->cfg->output);
+    kl_status s = kl_dev_copy_to_host(m->dev, host, m->params, (size_t)m->n_params * sizeof(float));
+    if (!s) s = kl_bundle_write_weights(path, &m->spec, host);
+    free(host);
+    return s ? kl_preferr(s, "train.save_init") : KL_OK;
+}
+
 static void add_param(const char *key, const char *value, void *obj) {
     cJSON_AddStringToObject((cJSON *)obj, key, value);
 }
@@ -332,6 +345,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         if (!r->best) return kl_seterr(KL_ENOMEM, "best-parameter copy");
     }
     KL_TRY(kl_file_mkdirs(cfg->output));
+    if (cfg->train_save_init) KL_TRY(save_init(r));
     snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.bin", cfg->output);
 
     int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
