@@ -153,12 +153,13 @@ static kl_status idx_read_raw(const char *path, idx_raw *r) {
     for (int i = 0; i < r->ndims; i++) {
         const unsigned char *p = hdr + 4 + 4 * i;
         r->dims[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-        r->count *= r->dims[i]; /* < 2^36 so far, times < 2^32: no overflow before the check */
-        if (r->count * (uint64_t)r->elem > IDX_MAX_BYTES) {
+        /* Checked before multiplying, so a hostile header cannot overflow the count. */
+        if (r->dims[i] && r->count > IDX_MAX_BYTES / (uint64_t)r->elem / r->dims[i]) {
             s = kl_seterr(KL_EFORMAT, "\"%s\": IDX header declares more than %llu bytes of data",
                           path, (unsigned long long)IDX_MAX_BYTES);
             goto done;
         }
+        r->count *= r->dims[i];
     }
     uint64_t bytes = r->count * (uint64_t)r->elem, total = r->header_len + bytes;
     /* Grow the buffer as data arrives so a lying header cannot force a huge allocation. */

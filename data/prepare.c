@@ -129,8 +129,8 @@ static kl_status prepare_idx(const kl_data_config *c, kl_prepared_data *out) {
     memset(&test, 0, sizeof test);
     int rows, cols;
     KL_TRY(kl_idx_read_dataset(c->train, c->train_labels, c->n_label_names,
-                               c->n_label_names ? (char *const *)c->label_names : NULL, &all,
-                               &rows, &cols));
+                               c->n_label_names ? (char *const *)c->label_names : NULL, &all, &rows,
+                               &cols));
     if (c->limit > 0 && c->limit < all.n) all.n = c->limit;
     kl_status s = kl_digest_dataset(&all, out->digest);
     if (!s) s = split_dataset(c, &all, out);

@@ -37,6 +37,23 @@ static inline float kl_rand_uniform(uint64_t seed, uint64_t index) {
     return (float)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+/* One AdamW step's scalars, computed in double and rounded once to float (PyTorch's order):
+ *   p *= decay; m += (g - m) * one_minus_beta1; v = v * beta2 + one_minus_beta2 * g * g;
+ *   p += (neg_step_size * m) / (sqrt(v) / bias2_sqrt + eps) */
+typedef struct kl_adamw_coeffs {
+    float decay;           /* 1 - lr * weight_decay */
+    float one_minus_beta1; /* 1 - beta1 */
+    float beta2;           /* beta2 */
+    float one_minus_beta2; /* 1 - beta2 */
+    float neg_step_size;   /* -lr / (1 - beta1^t) */
+    float bias2_sqrt;      /* sqrt(1 - beta2^t) */
+    float eps;             /* denominator epsilon */
+} kl_adamw_coeffs;
+
+/* Coefficients for step t >= 1. */
+kl_adamw_coeffs kl_adamw_coeffs_for(double lr, double beta1, double beta2, double eps,
+                                    double weight_decay, int64_t t);
+
 typedef struct kl_ops {
     const char *name; /* "cpu" or "cuda" */
 
@@ -72,9 +89,10 @@ typedef struct kl_ops {
     void (*dropout_backward)(void *ctx, int64_t n, float p, uint64_t seed, const float *dy,
                              float *dx);
 
-    /* AdamW (PyTorch semantics: decoupled weight decay, bias correction at step t >= 1). */
+    /* AdamW over n values with coefficients the caller derives in double precision for step t
+     * (kl_adamw_coeffs), exactly as torch.optim.AdamW does, so the two agree to rounding. */
     void (*adamw)(void *ctx, int64_t n, float *param, const float *grad, float *m, float *v,
-                  float lr, float beta1, float beta2, float eps, float weight_decay, int64_t t);
+                  const struct kl_adamw_coeffs *c);
 
     /* SGD with momentum (PyTorch semantics, dampening 0): g += wd * p; buf = mom * buf + g;
      * p -= lr * (nesterov ? g + mom * buf : buf). buf starts at zero. */

@@ -22,7 +22,7 @@ void kl_optimizer_free(kl_optimizer *o) {
     memset(o, 0, sizeof *o);
 }
 
-kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, float lr, double *grad_norm) {
+kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, double lr, double *grad_norm) {
     if (m->n_params != o->n)
         return kl_seterr(KL_EINTERNAL, "optimizer covers %lld parameters, model has %lld",
                          (long long)o->n, (long long)m->n_params);
@@ -32,11 +32,12 @@ kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, float lr, double *grad_n
         norm = kl_clip_grad_norm(m->ops, m->ops_ctx, o->n, m->grads, s->clip_norm);
     if (grad_norm) *grad_norm = norm;
     o->t++;
-    if (s->kind == KL_OPTIM_ADAMW)
-        m->ops->adamw(m->ops_ctx, o->n, m->params, m->grads, o->state, o->state + o->n, lr,
-                      s->beta1, s->beta2, s->eps, s->weight_decay, o->t);
-    else
-        m->ops->sgd(m->ops_ctx, o->n, m->params, m->grads, o->state, lr, s->momentum,
-                    s->weight_decay, s->nesterov);
+    if (s->kind == KL_OPTIM_ADAMW) {
+        kl_adamw_coeffs c = kl_adamw_coeffs_for(lr, s->beta1, s->beta2, s->eps, s->weight_decay, o->t);
+        m->ops->adamw(m->ops_ctx, o->n, m->params, m->grads, o->state, o->state + o->n, &c);
+    } else {
+        m->ops->sgd(m->ops_ctx, o->n, m->params, m->grads, o->state, (float)lr,
+                    (float)s->momentum, (float)s->weight_decay, s->nesterov);
+    }
     return KL_OK;
 }

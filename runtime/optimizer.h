@@ -16,11 +16,11 @@ typedef enum {
 
 typedef struct {
     kl_optim_kind kind;   /* which update rule */
-    float beta1, beta2;   /* AdamW moment decays */
-    float eps;            /* AdamW denominator epsilon */
-    float momentum;       /* SGD momentum */
+    double beta1, beta2;  /* AdamW moment decays */
+    double eps;           /* AdamW denominator epsilon */
+    double momentum;      /* SGD momentum */
     int nesterov;         /* SGD Nesterov variant */
-    float weight_decay;   /* decoupled (AdamW) or L2 added to the gradient (SGD) */
+    double weight_decay;  /* decoupled (AdamW) or L2 added to the gradient (SGD) */
     double clip_norm;     /* global gradient-norm limit; 0 = off */
 } kl_optim_spec;
 
@@ -42,6 +42,6 @@ int64_t kl_optimizer_state_len(const kl_optimizer *o);
 /* Clips m->grads (if clip_norm > 0) and applies one update at learning rate lr. Returns the
  * gradient norm before clipping in *grad_norm (if not NULL; computed only when clipping or
  * asked). */
-kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, float lr, double *grad_norm);
+kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, double lr, double *grad_norm);
 
 #endif

@@ -316,12 +316,12 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
 
     kl_optim_spec os = {
         .kind = strcmp(cfg->optim_name, "sgd") ? KL_OPTIM_ADAMW : KL_OPTIM_SGD,
-        .beta1 = (float)cfg->optim_beta1,
-        .beta2 = (float)cfg->optim_beta2,
-        .eps = (float)cfg->optim_eps,
-        .momentum = (float)cfg->optim_momentum,
+        .beta1 = cfg->optim_beta1,
+        .beta2 = cfg->optim_beta2,
+        .eps = cfg->optim_eps,
+        .momentum = cfg->optim_momentum,
         .nesterov = cfg->optim_nesterov,
-        .weight_decay = (float)cfg->optim_weight_decay,
+        .weight_decay = cfg->optim_weight_decay,
         .clip_norm = cfg->optim_clip_norm,
     };
     KL_TRY(kl_optimizer_create(&r->opt, &os, m));
@@ -425,7 +425,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                                  (long long)step, loss);
             KL_TRY(kl_mlp_backward(m, x, rows, ds));
             double lr = kl_schedule_lr(&r->sched, step);
-            KL_TRY(kl_optimizer_step(&r->opt, m, (float)lr, NULL));
+            KL_TRY(kl_optimizer_step(&r->opt, m, lr, NULL));
             loss_sum += loss * rows;
             loss_rows += rows;
             samples += rows;

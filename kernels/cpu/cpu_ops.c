@@ -181,24 +181,23 @@ static void cpu_dropout_backward(void *ctx, int64_t n, float p, uint64_t seed, c
 }
 
 static void cpu_adamw(void *ctx, int64_t n, float *param, const float *grad, float *m, float *v,
-                      float lr, float beta1, float beta2, float eps, float weight_decay,
-                      int64_t t) {
+                      const kl_adamw_coeffs *c) {
     (void)ctx;
-    /* Same operation order as torch.optim.AdamW (single-tensor path), so loss curves match. */
-    float bc1 = 1.0f - powf(beta1, (float)t);
-    float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
-    float step_size = lr / bc1;
-    float decay = 1.0f - lr * weight_decay;
+    /* Operation order of torch.optim.AdamW's single-tensor path (mul_, lerp_, mul_+addcmul_,
+     * sqrt/div/add, addcdiv_), so loss curves match to rounding. */
+    const float decay = c->decay, omb1 = c->one_minus_beta1, b2 = c->beta2;
+    const float omb2 = c->one_minus_beta2, nss = c->neg_step_size, b2s = c->bias2_sqrt;
+    const float eps = c->eps;
 #pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float g = grad[i];
         float p = param[i] * decay;
-        float mi = m[i] + (g - m[i]) * (1.0f - beta1);
-        float vi = v[i] * beta2 + (1.0f - beta2) * g * g;
+        float mi = m[i] + omb1 * (g - m[i]);
+        float vi = v[i] * b2 + omb2 * g * g;
         m[i] = mi;
         v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        param[i] = p - step_size * (mi / denom);
+        float denom = sqrtf(vi) / b2s + eps;
+        param[i] = p + nss * mi / denom;
     }
 }
 

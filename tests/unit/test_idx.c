@@ -124,6 +124,17 @@ static void test_wrong_magic(void **state) {
     assert_int_equal(kl_idx_read_images(path, &ds, &r, &c), KL_EUNSUPPORTED);
     assert_msg_has("0x0a");
     assert_msg_has("magic.idx");
+    /* 2^32-1 cubed items: refused from the header alone, without overflow or allocation. */
+    unsigned char huge[16] = {0,    0,    0x08, 3,    0xFF, 0xFF, 0xFF, 0xFF,
+                              0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+    tu_write(path, huge, sizeof huge);
+    assert_int_equal(kl_idx_read_images(path, &ds, &r, &c), KL_EFORMAT);
+    assert_msg_has("declares more than");
+    /* A plausible header over missing data fails as truncated, without a giant allocation. */
+    unsigned char big[16] = {0, 0, 0x08, 3, 0, 0x10, 0, 0, 0, 0, 0x01, 0, 0, 0, 0x01, 0};
+    tu_write(path, big, sizeof big);
+    assert_int_equal(kl_idx_read_images(path, &ds, &r, &c), KL_EFORMAT);
+    assert_msg_has("truncated: data ends at byte offset 16");
     unsigned char dims0[20] = {0, 0, 0x08, 0x00};
     tu_write(path, dims0, sizeof dims0);
     assert_int_not_equal(kl_idx_read_images(path, &ds, &r, &c), KL_OK);

@@ -260,7 +260,8 @@ static void test_adamw(void **state) {
     float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.05f;
     for (int t = 1; t <= 5; t++) {
         float *g = frand(n, 90 + t, 0.5);
-        ops->adamw(NULL, n, p, g, m, v, lr, b1, b2, eps, wd, t);
+        kl_adamw_coeffs c = kl_adamw_coeffs_for(lr, b1, b2, eps, wd, t);
+        ops->adamw(NULL, n, p, g, m, v, &c);
         for (int64_t i = 0; i < n; i++) {
             rp[i] *= 1.0 - (double)lr * wd;
             rm[i] = b1 * rm[i] + (1 - (double)b1) * g[i];
