@@ -6,7 +6,7 @@ Two groups:
 - bundles written here in Python (safetensors.numpy + kiln.json + MLmodel) → `kiln export-onnx`
   → onnxruntime against a float64 numpy forward pass. Needs only `kiln export-onnx`.
 - `kiln train` on a small CSV → the bundle's files read by Python → `kiln export-onnx` and
-  onnxruntime against `kiln predict`. Skipped while `kiln train` is not built yet.
+  onnxruntime against `kiln predict`.
 
 The kiln binary is $KILN_BIN (default: build/kiln in the repository).
 """
@@ -14,8 +14,6 @@ The kiln binary is $KILN_BIN (default: build/kiln in the repository).
 import csv
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +22,10 @@ import onnxruntime as ort
 import pytest
 from safetensors.numpy import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[2]
-KILN = Path(os.environ.get("KILN_BIN", REPO / "build" / "kiln"))
+from conftest import run_kiln as kiln
 
 ACTIVATIONS = ["relu", "gelu", "tanh", "sigmoid"]
 TOL = 1e-5
-
-
-def kiln(*args, check=True):
-    if not KILN.exists():
-        pytest.skip(f"kiln binary not found at {KILN} (build it, or set KILN_BIN)")
-    p = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, timeout=600)
-    if p.returncode != 0 and "not built yet" in p.stderr:
-        pytest.skip(f"`kiln {args[0]}` is not built yet")
-    if check and p.returncode != 0:
-        raise AssertionError(f"kiln {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
-    return p
 
 
 # --- reference model ---------------------------------------------------------------------------
