@@ -1,7 +1,8 @@
-/* digest.c — SHA-256 (OpenSSL EVP) over the canonical bytes described in digest.h. */
+/* digest.c — SHA-256 over the canonical bytes described in digest.h. */
 #include "data/digest.h"
 
-#include <openssl/evp.h>
+#include "runtime/sha256.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -10,20 +11,20 @@
 
 /* A hash in progress with its staging buffer. */
 typedef struct {
-    EVP_MD_CTX *ctx;          /* OpenSSL digest context, owned */
+    kl_sha256 sha;            /* the running hash */
     unsigned char buf[STAGE]; /* pending bytes */
     size_t n;                 /* bytes pending in buf */
 } hasher;
 
 static void flush(hasher *h) {
-    if (h->n) EVP_DigestUpdate(h->ctx, h->buf, h->n);
+    kl_sha256_update(&h->sha, h->buf, h->n);
     h->n = 0;
 }
 
 static void put(hasher *h, const void *p, size_t n) {
     if (n > STAGE / 2) {
         flush(h);
-        EVP_DigestUpdate(h->ctx, p, n);
+        kl_sha256_update(&h->sha, p, n);
         return;
     }
     if (h->n + n > STAGE) flush(h);
@@ -56,24 +57,17 @@ static void put_str(hasher *h, const char *s) {
 
 static kl_status begin(hasher *h) {
     h->n = 0;
-    h->ctx = EVP_MD_CTX_new();
-    if (!h->ctx || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(h->ctx);
+    if (kl_sha256_init(&h->sha) != 0)
         return kl_seterr(KL_EINTERNAL, "SHA-256 unavailable from OpenSSL");
-    }
     return KL_OK;
 }
 
 static kl_status finish(hasher *h, char *out) {
     flush(h);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned len = 0;
-    int ok = EVP_DigestFinal_ex(h->ctx, md, &len) == 1 && len == 32;
-    EVP_MD_CTX_free(h->ctx);
-    if (!ok) return kl_seterr(KL_EINTERNAL, "SHA-256 failed");
+    unsigned char md[32];
+    kl_sha256_final(&h->sha, md);
     memcpy(out, "sha256:", 7);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+    kl_sha256_hex(md, out + 7);
     return KL_OK;
 }
 

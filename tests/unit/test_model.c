@@ -10,18 +10,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/reference_math.h"
 #include "runtime/model.h"
-
-static double ref_act(kl_act act, double z) {
-    switch (act) {
-    case KL_ACT_RELU: return z > 0 ? z : 0;
-    case KL_ACT_GELU: return 0.5 * z * (1 + erf(z / sqrt(2.0)));
-    case KL_ACT_TANH: return tanh(z);
-    case KL_ACT_SIGMOID: return 1 / (1 + exp(-z));
-    case KL_ACT_IDENTITY: break;
-    }
-    return z;
-}
 
 /* The dropout mask the model uses for hidden layer l (recomputed independently via the same
  * counter-based generator, with the layer seed formula documented in model.c). */

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/reference_math.h"
 #include "kernels/ops.h"
 
 static const kl_ops *ops;
@@ -77,17 +78,6 @@ static void test_gemm(void **state) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-static double ref_act(kl_act act, double z) {
-    switch (act) {
-    case KL_ACT_RELU: return z > 0 ? z : 0;
-    case KL_ACT_GELU: return 0.5 * z * (1 + erf(z / sqrt(2.0)));
-    case KL_ACT_TANH: return tanh(z);
-    case KL_ACT_SIGMOID: return 1 / (1 + exp(-z));
-    case KL_ACT_IDENTITY: break;
-    }
-    return z;
-}
-
 static void test_bias_act(void **state) {
     (void)state;
     static const int shapes[][2] = {{1, 1}, {5, 3}, {17, 31}, {300, 129}};
