@@ -150,3 +150,21 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     assert p.returncode == 1 and "missing.yaml" in p.stderr
     p = run_kiln("train", "--bogus", check=False)
     assert p.returncode == 2
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    d = fmnist_or_skip()
+    out = tmp_path / "es"
+    # 300 rows and a wide net overfit within a few epochs, so validation loss turns upward.
+    p = run_kiln(*fmnist_args(d, out, "--set", "data.limit=300", "--set", "data.test=",
+                              "--set", "data.val_fraction=0.3", "--set", "train.epochs=60",
+                              "--set", "train.batch_size=32", "--set", "model.dropout=0",
+                              "--set", "schedule.name=constant", "--set", "optim.lr=0.003",
+                              "--set", "train.patience=2", "--set", "train.threads=2"))
+    assert "stopped early" in p.stdout, p.stdout + p.stderr
+    epochs = [float(v) for v in re.findall(r"epoch \d+/60 done: .* val_loss ([0-9.]+)", p.stderr)]
+    assert 3 <= len(epochs) < 60
+    metrics = json.loads((out / "kiln.json").read_text())["training"]["metrics"]
+    # The bundle holds the best epoch's weights: its validation loss is the minimum seen.
+    assert abs(metrics["val_loss"] - min(epochs)) < 1e-4, (metrics, epochs)
+    assert metrics["val_loss"] < epochs[-1]
