@@ -14,7 +14,7 @@ static void usage(FILE *f) {
             "Trains an MLP as the config says and writes a model bundle to `output`.\n"
             "  --config FILE     YAML config (sections data, model, optim, schedule, train, output)\n"
             "  --set key=value   override one key, e.g. --set train.epochs=3 --set optim.lr=3e-4\n"
-            "  --resume          continue from <output>/checkpoint.bin if it exists\n"
+            "  --resume          continue from the checkpoint <output>.ckpt if it exists\n"
             "  --print-config    print the resolved config as YAML and exit\n"
             "  --quiet           no progress output\n"
             "\nKeys (defaults in parentheses):\n"

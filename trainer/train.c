@@ -37,7 +37,7 @@ typedef struct {
     int32_t *dev_y;               /* device staging for labels (CUDA only) */
     float *dev_t;                 /* device staging for targets (CUDA only) */
     FILE *loss_log;               /* per-step loss CSV, or NULL */
-    char ckpt_path[4096];         /* <output>/checkpoint.bin */
+    char ckpt_path[4096];         /* <output>.ckpt, beside the bundle (kept out of it) */
     char arch[128];               /* architecture string checked on resume */
 } run_state;
 
@@ -346,7 +346,10 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     }
     KL_TRY(kl_file_mkdirs(cfg->output));
     if (cfg->train_save_init) KL_TRY(save_init(r));
-    snprintf(r->ckpt_path, sizeof r->ckpt_path, "%s/checkpoint.bin", cfg->output);
+    /* Beside the bundle, not in it: the bundle directory is what gets registered and served. */
+    size_t olen = strlen(cfg->output);
+    while (olen > 1 && cfg->output[olen - 1] == '/') olen--;
+    snprintf(r->ckpt_path, sizeof r->ckpt_path, "%.*s.ckpt", (int)olen, cfg->output);
 
     int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
     double best_val = INFINITY;

@@ -31,7 +31,7 @@ typedef struct {
     void *user;
 } kl_train_hooks;
 
-/* Runs training as configured. resume: continue from <output>/checkpoint.bin if present.
+/* Runs training as configured. resume: continue from <output>.ckpt if present.
  * log: where progress goes (stderr), or NULL for silence. Writes the bundle to cfg->output. */
 kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
                        const kl_train_hooks *hooks, kl_train_result *res);

@@ -72,7 +72,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     cmd = [str(KILN), *map(str, small_run(d, out, "--set", "train.checkpoint_every=10",
                                           "--set", "train.progress=none"))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out / "checkpoint.bin"
+    ckpt = tmp_path / "killed.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
