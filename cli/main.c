@@ -6,9 +6,9 @@
 #include "runtime/status.h"
 
 typedef struct {
-    const char *name;                 /* subcommand as typed */
-    int (*run)(int argc, char **argv);/* entry point */
-    const char *summary;              /* one line for `kiln help` */
+    const char *name;                  /* subcommand as typed */
+    int (*run)(int argc, char **argv); /* entry point */
+    const char *summary;               /* one line for `kiln help` */
 } command;
 
 static const command commands[] = {

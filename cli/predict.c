@@ -59,7 +59,8 @@ static int write_predictions(FILE *f, const kl_bundle *b, const float *out, int6
             for (int c = 1; c < C; c++)
                 if (row[c] > row[best]) best = c;
             csv_field(f, b->label_names[best]);
-            for (int c = 0; c < C; c++) fprintf(f, ",%.9g", (double)row[c]);
+            for (int c = 0; c < C; c++)
+                fprintf(f, ",%.9g", (double)row[c]);
             if (ds->y) correct += ds->y[r] == best;
         } else {
             fprintf(f, "%.9g", (double)row[0]);
@@ -70,7 +71,8 @@ static int write_predictions(FILE *f, const kl_bundle *b, const float *out, int6
     if (cls && ds->y)
         fprintf(stderr, "accuracy %.4f (%lld/%lld)\n", rows ? (double)correct / rows : 0.0,
                 (long long)correct, (long long)rows);
-    if (!cls && ds->t) fprintf(stderr, "mse %.6g over %lld rows\n", rows ? sq / rows : 0.0, (long long)rows);
+    if (!cls && ds->t)
+        fprintf(stderr, "mse %.6g over %lld rows\n", rows ? sq / rows : 0.0, (long long)rows);
     return ferror(f) ? -1 : 0;
 }
 
@@ -104,7 +106,8 @@ int kl_cmd_predict(int argc, char **argv) {
         }
     }
     if (!model || !input || batch <= 0) {
-        fprintf(stderr, "kiln predict: --model and --input are required (and --batch-size > 0)\n\n");
+        fprintf(stderr,
+                "kiln predict: --model and --input are required (and --batch-size > 0)\n\n");
         usage(stderr);
         return 2;
     }

@@ -8,30 +8,31 @@
 #include "trainer/train.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kiln train --config FILE.yaml [--set key=value ...] [--resume] [--quiet]\n"
-            "\n"
-            "Trains an MLP as the config says and writes a model bundle to `output`.\n"
-            "  --config FILE     YAML config (sections data, model, optim, schedule, train, output)\n"
-            "  --set key=value   override one key, e.g. --set train.epochs=3 --set optim.lr=3e-4\n"
-            "  --resume          continue from the checkpoint <output>.ckpt if it exists\n"
-            "  --print-config    print the resolved config as YAML and exit\n"
-            "  --quiet           no progress output\n"
-            "\nKeys (defaults in parentheses):\n"
-            "  data.format (idx) data.train data.train_labels data.test data.test_labels\n"
-            "  data.label_column (label) data.categorical data.label_names\n"
-            "  data.val_fraction (0.1) data.transform (standard: none|standard|minmax) data.limit (0)\n"
-            "  model.layers (784-512-256-10) model.activation (relu: relu|gelu|tanh|sigmoid|identity)\n"
-            "  model.dropout (0) model.task (classification|regression)\n"
-            "  optim.name (adamw|sgd) optim.lr (1e-3) optim.weight_decay (0.01) optim.beta1 (0.9)\n"
-            "  optim.beta2 (0.999) optim.eps (1e-8) optim.momentum (0.9) optim.nesterov (false)\n"
-            "  optim.clip_norm (0 = off)\n"
-            "  schedule.name (constant|cosine) schedule.warmup_steps (0) schedule.min_lr (0)\n"
-            "  train.batch_size (256) train.epochs (10) train.max_steps (0) train.seed (42)\n"
-            "  train.threads (0 = all cores) train.device (auto|cpu|cuda|cuda:N)\n"
-            "  train.patience (0 = off) train.checkpoint_every (0 = off) train.log_every (100)\n"
-            "  train.progress (auto|bar|plain|none)\n"
-            "  output (out/model)\n");
+    fprintf(
+        f,
+        "usage: kiln train --config FILE.yaml [--set key=value ...] [--resume] [--quiet]\n"
+        "\n"
+        "Trains an MLP as the config says and writes a model bundle to `output`.\n"
+        "  --config FILE     YAML config (sections data, model, optim, schedule, train, output)\n"
+        "  --set key=value   override one key, e.g. --set train.epochs=3 --set optim.lr=3e-4\n"
+        "  --resume          continue from the checkpoint <output>.ckpt if it exists\n"
+        "  --print-config    print the resolved config as YAML and exit\n"
+        "  --quiet           no progress output\n"
+        "\nKeys (defaults in parentheses):\n"
+        "  data.format (idx) data.train data.train_labels data.test data.test_labels\n"
+        "  data.label_column (label) data.categorical data.label_names\n"
+        "  data.val_fraction (0.1) data.transform (standard: none|standard|minmax) data.limit (0)\n"
+        "  model.layers (784-512-256-10) model.activation (relu: relu|gelu|tanh|sigmoid|identity)\n"
+        "  model.dropout (0) model.task (classification|regression)\n"
+        "  optim.name (adamw|sgd) optim.lr (1e-3) optim.weight_decay (0.01) optim.beta1 (0.9)\n"
+        "  optim.beta2 (0.999) optim.eps (1e-8) optim.momentum (0.9) optim.nesterov (false)\n"
+        "  optim.clip_norm (0 = off)\n"
+        "  schedule.name (constant|cosine) schedule.warmup_steps (0) schedule.min_lr (0)\n"
+        "  train.batch_size (256) train.epochs (10) train.max_steps (0) train.seed (42)\n"
+        "  train.threads (0 = all cores) train.device (auto|cpu|cuda|cuda:N)\n"
+        "  train.patience (0 = off) train.checkpoint_every (0 = off) train.log_every (100)\n"
+        "  train.progress (auto|bar|plain|none)\n"
+        "  output (out/model)\n");
 }
 
 int kl_cmd_train(int argc, char **argv) {

@@ -1,7 +1,7 @@
 /* cuda_api.h — the host-side CUDA entry points runtime/ needs, in plain C.
  *
- * Built from the .cu files in kernels/cuda/ when KILN_HAVE_CUDA is defined; otherwise kernels/cuda_stub.c
- * supplies versions that report "no CUDA in this build". */
+ * Built from the .cu files in kernels/cuda/ when KILN_HAVE_CUDA is defined; otherwise
+ * kernels/cuda_stub.c supplies versions that report "no CUDA in this build". */
 #ifndef KL_CUDA_API_H
 #define KL_CUDA_API_H
 

@@ -30,7 +30,8 @@ int kl_act_parse(const char *name, kl_act *out);
 /* The counter-based generator shared by every backend: a uniform in [0,1) from (seed, index),
  * so CPU and GPU dropout masks are identical and need no stored state. */
 static inline float kl_rand_uniform(uint64_t seed, uint64_t index) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + index * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull;
+    uint64_t z =
+        seed * 0x9E3779B97F4A7C15ull + index * 0xD1B54A32D192ED03ull + 0x8CB92BA72F3D8DD7ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z = z ^ (z >> 31);
@@ -68,8 +69,8 @@ typedef struct kl_ops {
 
     /* dz = dy * act'(z); if dbias != NULL, dbias[n] = sum over rows of dz (overwritten).
      * dz may equal dy. */
-    void (*bias_act_backward)(void *ctx, int m, int n, kl_act act, const float *z,
-                              const float *dy, float *dz, float *dbias);
+    void (*bias_act_backward)(void *ctx, int m, int n, kl_act act, const float *z, const float *dy,
+                              float *dz, float *dbias);
 
     /* Numerically stable softmax over each row of logits[m,n] into probs. If labels != NULL:
      * row_loss[i] = -log p[i, labels[i]] and, if dlogits != NULL,
@@ -83,8 +84,7 @@ typedef struct kl_ops {
                 float *dpred, float grad_scale);
 
     /* Inverted dropout: y = x / (1-p) where kl_rand_uniform(seed, i) >= p, else 0. */
-    void (*dropout_forward)(void *ctx, int64_t n, float p, uint64_t seed, const float *x,
-                            float *y);
+    void (*dropout_forward)(void *ctx, int64_t n, float p, uint64_t seed, const float *x, float *y);
     /* dx = dy masked and scaled the same way (recomputed from the seed). dx may equal dy. */
     void (*dropout_backward)(void *ctx, int64_t n, float p, uint64_t seed, const float *dy,
                              float *dx);

@@ -18,19 +18,19 @@
 #define KL_BUNDLE_FORMAT_VERSION 1
 
 typedef struct {
-    kl_mlp_spec spec;        /* architecture */
-    int64_t n_params;        /* number of floats in params */
-    float *params;           /* host copy of the parameter buffer, owned */
-    int n_features;          /* == spec.dims[0] */
-    char **feature_names;    /* [n_features] or NULL, owned */
-    char transform[16];      /* "none", "standard" or "minmax" */
-    float *shift;            /* [n_features] or NULL when transform is "none", owned */
-    float *scale;            /* [n_features] or NULL when transform is "none", owned */
-    int n_labels;            /* classes (classification) or 0 */
-    char **label_names;      /* [n_labels], owned */
-    char data_digest[80];    /* "sha256:<hex>" of the training data, or "" */
-    char *encoder_json;      /* data/'s encoder as JSON text, or NULL, owned */
-    char *training_json;     /* free-form training summary (config, metrics) as JSON, or NULL */
+    kl_mlp_spec spec;     /* architecture */
+    int64_t n_params;     /* number of floats in params */
+    float *params;        /* host copy of the parameter buffer, owned */
+    int n_features;       /* == spec.dims[0] */
+    char **feature_names; /* [n_features] or NULL, owned */
+    char transform[16];   /* "none", "standard" or "minmax" */
+    float *shift;         /* [n_features] or NULL when transform is "none", owned */
+    float *scale;         /* [n_features] or NULL when transform is "none", owned */
+    int n_labels;         /* classes (classification) or 0 */
+    char **label_names;   /* [n_labels], owned */
+    char data_digest[80]; /* "sha256:<hex>" of the training data, or "" */
+    char *encoder_json;   /* data/'s encoder as JSON text, or NULL, owned */
+    char *training_json;  /* free-form training summary (config, metrics) as JSON, or NULL */
 } kl_bundle;
 
 /* Writes dir/MLmodel, dir/model.safetensors, dir/kiln.json (creating dir if needed). */

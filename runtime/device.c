@@ -43,7 +43,8 @@ kl_status kl_device_resolve(const char *text, int quiet, kl_device *out) {
     if (n > out->index && kl_ops_cuda()) return KL_OK;
     if (!quiet) {
         if (n > out->index)
-            fprintf(stderr, "kiln: notice: this build's CUDA op table is not ready; using the CPU\n");
+            fprintf(stderr,
+                    "kiln: notice: this build's CUDA op table is not ready; using the CPU\n");
         else if (n < 0)
             fprintf(stderr, "kiln: notice: this build has no CUDA support; using the CPU\n");
         else if (n == 0)

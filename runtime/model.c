@@ -67,7 +67,8 @@ int64_t kl_mlp_param_info(const kl_mlp_spec *s, int i, char *name, size_t name_c
                           int64_t shape[2]) {
     int layer = i / 2;
     int64_t off = 0;
-    for (int l = 0; l < layer; l++) off += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
+    for (int l = 0; l < layer; l++)
+        off += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
     int64_t in = s->dims[layer], out = s->dims[layer + 1];
     if (name) snprintf(name, name_cap, i % 2 ? "fc%d.bias" : "fc%d.weight", layer + 1);
     *ndim = i % 2 ? 1 : 2;
@@ -78,13 +79,15 @@ int64_t kl_mlp_param_info(const kl_mlp_spec *s, int i, char *name, size_t name_c
 
 int64_t kl_mlp_param_count(const kl_mlp_spec *s) {
     int64_t n = 0;
-    for (int l = 0; l < s->n_layers; l++) n += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
+    for (int l = 0; l < s->n_layers; l++)
+        n += (int64_t)s->dims[l + 1] * s->dims[l] + s->dims[l + 1];
     return n;
 }
 
 static int max_dim(const kl_mlp_spec *s) {
     int mx = 0;
-    for (int i = 0; i <= s->n_layers; i++) mx = s->dims[i] > mx ? s->dims[i] : mx;
+    for (int i = 0; i <= s->n_layers; i++)
+        mx = s->dims[i] > mx ? s->dims[i] : mx;
     return mx;
 }
 
@@ -122,7 +125,8 @@ kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int m
      * buffers, softmax probabilities and per-row losses. */
     int64_t B = max_batch, MD = max_dim(spec), C = spec->dims[L];
     int64_t arena = 0;
-    for (int l = 0; l < L; l++) arena += B * spec->dims[l + 1] * (l < L - 1 ? 2 : 1);
+    for (int l = 0; l < L; l++)
+        arena += B * spec->dims[l + 1] * (l < L - 1 ? 2 : 1);
     arena += 2 * B * MD + B * C + B;
     if ((s = kl_dev_malloc(dev, (size_t)arena * sizeof(float), (void **)&m->arena))) {
         kl_mlp_free(m);
@@ -182,10 +186,12 @@ kl_status kl_mlp_init_params(kl_mlp *m, uint64_t seed) {
             host[off + i] = (float)((2.0 * u - 1.0) * bound);
         }
         off += nw;
-        for (int j = 0; j < fan_out; j++) host[off + j] = 0.0f;
+        for (int j = 0; j < fan_out; j++)
+            host[off + j] = 0.0f;
         off += fan_out;
     }
-    kl_status st = kl_dev_copy_from_host(m->dev, m->params, host, (size_t)m->n_params * sizeof(float));
+    kl_status st =
+        kl_dev_copy_from_host(m->dev, m->params, host, (size_t)m->n_params * sizeof(float));
     free(host);
     return st;
 }
@@ -207,8 +213,8 @@ kl_status kl_mlp_forward(kl_mlp *m, const float *x, int rows, int training, uint
         int hidden = l < L - 1;
         ops->gemm(m->ops_ctx, 0, 1, rows, out, in, 1.0f, a, in, m->weight[l], in, 0.0f, m->z[l],
                   out);
-        ops->bias_act_forward(m->ops_ctx, rows, out, hidden ? s->act : KL_ACT_IDENTITY,
-                              m->bias[l], m->z[l], m->y[l]);
+        ops->bias_act_forward(m->ops_ctx, rows, out, hidden ? s->act : KL_ACT_IDENTITY, m->bias[l],
+                              m->z[l], m->y[l]);
         if (hidden && training && s->dropout > 0.0f)
             ops->dropout_forward(m->ops_ctx, (int64_t)rows * out, s->dropout,
                                  layer_seed(dropout_seed, l), m->y[l], m->y[l]);
@@ -239,7 +245,8 @@ kl_status kl_mlp_loss(kl_mlp *m, int rows, const int32_t *labels, const float *t
             rl = m->row_loss_host;
         }
         double sum = 0.0;
-        for (int i = 0; i < rows; i++) sum += rl[i];
+        for (int i = 0; i < rows; i++)
+            sum += rl[i];
         *mean_loss = sum / rows;
     }
     return KL_OK;
@@ -266,8 +273,8 @@ kl_status kl_mlp_backward(kl_mlp *m, const float *x, int rows, uint64_t dropout_
         ops->gemm(m->ops_ctx, 1, 0, out, in, rows, 1.0f, g, out, a, in, 0.0f, m->dweight[l], in);
         if (l > 0) {
             /* d input = g W, shape [rows, in] */
-            ops->gemm(m->ops_ctx, 0, 0, rows, in, out, 1.0f, g, out, m->weight[l], in, 0.0f,
-                      other, in);
+            ops->gemm(m->ops_ctx, 0, 0, rows, in, out, 1.0f, g, out, m->weight[l], in, 0.0f, other,
+                      in);
             float *t = g;
             g = other;
             other = t;

@@ -27,34 +27,34 @@ typedef enum {
 } kl_task;
 
 typedef struct {
-    int n_layers;                 /* number of linear layers (>= 1) */
-    int dims[KL_MAX_LAYERS + 1];  /* dims[0] inputs, dims[n_layers] outputs */
-    kl_act act;                   /* activation after each hidden layer */
-    float dropout;                /* dropout probability after each hidden activation, [0,1) */
-    kl_task task;                 /* which loss the output feeds */
+    int n_layers;                /* number of linear layers (>= 1) */
+    int dims[KL_MAX_LAYERS + 1]; /* dims[0] inputs, dims[n_layers] outputs */
+    kl_act act;                  /* activation after each hidden layer */
+    float dropout;               /* dropout probability after each hidden activation, [0,1) */
+    kl_task task;                /* which loss the output feeds */
 } kl_mlp_spec;
 
 typedef struct {
-    kl_mlp_spec spec;             /* the architecture */
-    kl_device dev;                /* where buffers live */
-    const kl_ops *ops;            /* the backend's op table */
-    void *ops_ctx;                /* the backend's context (NULL on the CPU) */
-    int64_t n_params;             /* total parameter count */
-    float *params;                /* [n_params] on dev, owned */
-    float *grads;                 /* [n_params] on dev, owned */
-    float *weight[KL_MAX_LAYERS]; /* views into params: W_l [dims[l+1], dims[l]] */
-    float *bias[KL_MAX_LAYERS];   /* views into params: b_l [dims[l+1]] */
-    float *dweight[KL_MAX_LAYERS];/* views into grads */
-    float *dbias[KL_MAX_LAYERS];  /* views into grads */
-    int max_batch;                /* rows the activation arena holds */
-    float *arena;                 /* activations and their gradients, owned */
-    float *z[KL_MAX_LAYERS];      /* pre-activations [max_batch, dims[l+1]] */
-    float *y[KL_MAX_LAYERS];      /* post-activation (and dropout) outputs */
-    float *dy;                    /* scratch gradient, [max_batch, max dim] */
-    float *dx;                    /* scratch gradient, [max_batch, max dim] */
-    float *probs;                 /* softmax output [max_batch, classes] */
-    float *row_loss;              /* [max_batch] on dev */
-    float *row_loss_host;         /* [max_batch] host copy for the mean (owned; CUDA only) */
+    kl_mlp_spec spec;              /* the architecture */
+    kl_device dev;                 /* where buffers live */
+    const kl_ops *ops;             /* the backend's op table */
+    void *ops_ctx;                 /* the backend's context (NULL on the CPU) */
+    int64_t n_params;              /* total parameter count */
+    float *params;                 /* [n_params] on dev, owned */
+    float *grads;                  /* [n_params] on dev, owned */
+    float *weight[KL_MAX_LAYERS];  /* views into params: W_l [dims[l+1], dims[l]] */
+    float *bias[KL_MAX_LAYERS];    /* views into params: b_l [dims[l+1]] */
+    float *dweight[KL_MAX_LAYERS]; /* views into grads */
+    float *dbias[KL_MAX_LAYERS];   /* views into grads */
+    int max_batch;                 /* rows the activation arena holds */
+    float *arena;                  /* activations and their gradients, owned */
+    float *z[KL_MAX_LAYERS];       /* pre-activations [max_batch, dims[l+1]] */
+    float *y[KL_MAX_LAYERS];       /* post-activation (and dropout) outputs */
+    float *dy;                     /* scratch gradient, [max_batch, max dim] */
+    float *dx;                     /* scratch gradient, [max_batch, max dim] */
+    float *probs;                  /* softmax output [max_batch, classes] */
+    float *row_loss;               /* [max_batch] on dev */
+    float *row_loss_host;          /* [max_batch] host copy for the mean (owned; CUDA only) */
 } kl_mlp;
 
 /* Parses "784-512-256-10" into spec->dims / n_layers (other fields untouched). */

@@ -33,11 +33,12 @@ kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, double lr, double *grad_
     if (grad_norm) *grad_norm = norm;
     o->t++;
     if (s->kind == KL_OPTIM_ADAMW) {
-        kl_adamw_coeffs c = kl_adamw_coeffs_for(lr, s->beta1, s->beta2, s->eps, s->weight_decay, o->t);
+        kl_adamw_coeffs c =
+            kl_adamw_coeffs_for(lr, s->beta1, s->beta2, s->eps, s->weight_decay, o->t);
         m->ops->adamw(m->ops_ctx, o->n, m->params, m->grads, o->state, o->state + o->n, &c);
     } else {
-        m->ops->sgd(m->ops_ctx, o->n, m->params, m->grads, o->state, (float)lr,
-                    (float)s->momentum, (float)s->weight_decay, s->nesterov);
+        m->ops->sgd(m->ops_ctx, o->n, m->params, m->grads, o->state, (float)lr, (float)s->momentum,
+                    (float)s->weight_decay, s->nesterov);
     }
     return KL_OK;
 }

@@ -15,21 +15,21 @@ typedef enum {
 } kl_optim_kind;
 
 typedef struct {
-    kl_optim_kind kind;   /* which update rule */
-    double beta1, beta2;  /* AdamW moment decays */
-    double eps;           /* AdamW denominator epsilon */
-    double momentum;      /* SGD momentum */
-    int nesterov;         /* SGD Nesterov variant */
-    double weight_decay;  /* decoupled (AdamW) or L2 added to the gradient (SGD) */
-    double clip_norm;     /* global gradient-norm limit; 0 = off */
+    kl_optim_kind kind;  /* which update rule */
+    double beta1, beta2; /* AdamW moment decays */
+    double eps;          /* AdamW denominator epsilon */
+    double momentum;     /* SGD momentum */
+    int nesterov;        /* SGD Nesterov variant */
+    double weight_decay; /* decoupled (AdamW) or L2 added to the gradient (SGD) */
+    double clip_norm;    /* global gradient-norm limit; 0 = off */
 } kl_optim_spec;
 
 typedef struct {
-    kl_optim_spec spec;   /* hyper-parameters */
-    int64_t n;            /* parameters covered */
-    int64_t t;            /* updates applied so far */
-    float *state;         /* [2n] AdamW (m then v) or [n] SGD, on the model's device, owned */
-    kl_device dev;        /* where state lives */
+    kl_optim_spec spec; /* hyper-parameters */
+    int64_t n;          /* parameters covered */
+    int64_t t;          /* updates applied so far */
+    float *state;       /* [2n] AdamW (m then v) or [n] SGD, on the model's device, owned */
+    kl_device dev;      /* where state lives */
 } kl_optimizer;
 
 /* Allocates zeroed state for m's parameters. */

@@ -48,14 +48,22 @@ void kl_clearerr(void) {
 
 const char *kl_status_name(kl_status s) {
     switch (s) {
-    case KL_OK: return "ok";
-    case KL_EINVAL: return "invalid argument";
-    case KL_EIO: return "I/O error";
-    case KL_ENOMEM: return "out of memory";
-    case KL_EFORMAT: return "malformed input";
-    case KL_ENOTFOUND: return "not found";
-    case KL_EUNSUPPORTED: return "unsupported";
-    case KL_EINTERNAL: return "internal error";
+    case KL_OK:
+        return "ok";
+    case KL_EINVAL:
+        return "invalid argument";
+    case KL_EIO:
+        return "I/O error";
+    case KL_ENOMEM:
+        return "out of memory";
+    case KL_EFORMAT:
+        return "malformed input";
+    case KL_ENOTFOUND:
+        return "not found";
+    case KL_EUNSUPPORTED:
+        return "unsupported";
+    case KL_EINTERNAL:
+        return "internal error";
     }
     return "unknown error";
 }

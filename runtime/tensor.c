@@ -6,7 +6,8 @@
 
 int64_t kl_shape_numel(int ndim, const int64_t *shape) {
     int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int i = 0; i < ndim; i++)
+        n *= shape[i];
     return n;
 }
 
@@ -22,7 +23,8 @@ static kl_status set_shape(kl_tensor *t, int ndim, const int64_t *shape) {
     if (ndim < 0 || ndim > KL_MAX_DIMS)
         return kl_seterr(KL_EINVAL, "tensor rank %d outside 0..%d", ndim, KL_MAX_DIMS);
     t->ndim = ndim;
-    for (int i = 0; i < KL_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    for (int i = 0; i < KL_MAX_DIMS; i++)
+        t->shape[i] = i < ndim ? shape[i] : 1;
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0) return kl_seterr(KL_EINVAL, "tensor dimension %d is negative", i);
     t->numel = kl_shape_numel(ndim, shape);

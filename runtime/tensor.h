@@ -15,12 +15,12 @@
 #define KL_MAX_DIMS 4
 
 typedef struct {
-    float *data;                  /* first element, on dev */
-    int ndim;                     /* number of dimensions, 0..KL_MAX_DIMS */
-    int64_t shape[KL_MAX_DIMS];   /* extent of each dimension */
-    int64_t numel;                /* product of shape */
-    kl_device dev;                /* where data lives */
-    int owns;                     /* 1 if kl_tensor_free releases data */
+    float *data;                /* first element, on dev */
+    int ndim;                   /* number of dimensions, 0..KL_MAX_DIMS */
+    int64_t shape[KL_MAX_DIMS]; /* extent of each dimension */
+    int64_t numel;              /* product of shape */
+    kl_device dev;              /* where data lives */
+    int owns;                   /* 1 if kl_tensor_free releases data */
 } kl_tensor;
 
 /* Allocates an uninitialised tensor of the given shape on dev. */

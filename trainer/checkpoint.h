@@ -14,20 +14,20 @@
 #include "runtime/status.h"
 
 typedef struct {
-    int64_t n_params;      /* floats in params (and best) */
-    int64_t state_len;     /* floats of optimizer state */
-    int64_t step;          /* global steps done */
-    int64_t epoch;         /* epoch in progress (0-based) */
-    int64_t batch_in_epoch;/* batches of that epoch already done */
-    int64_t optimizer_t;   /* updates applied by the optimizer */
-    double best_val_loss;  /* best validation loss so far */
-    int64_t bad_epochs;    /* epochs since the best */
-    int64_t best_epoch;    /* epoch of the best */
-    int has_best;          /* best holds parameters */
-    char arch[128];        /* "784-512-256-10 relu classification": must match on resume */
-    float *params;         /* [n_params] host */
-    float *state;          /* [state_len] host */
-    float *best;           /* [n_params] host, or NULL */
+    int64_t n_params;       /* floats in params (and best) */
+    int64_t state_len;      /* floats of optimizer state */
+    int64_t step;           /* global steps done */
+    int64_t epoch;          /* epoch in progress (0-based) */
+    int64_t batch_in_epoch; /* batches of that epoch already done */
+    int64_t optimizer_t;    /* updates applied by the optimizer */
+    double best_val_loss;   /* best validation loss so far */
+    int64_t bad_epochs;     /* epochs since the best */
+    int64_t best_epoch;     /* epoch of the best */
+    int has_best;           /* best holds parameters */
+    char arch[128];         /* "784-512-256-10 relu classification": must match on resume */
+    float *params;          /* [n_params] host */
+    float *state;           /* [state_len] host */
+    float *best;            /* [n_params] host, or NULL */
 } kl_checkpoint;
 
 /* Writes c to path atomically. */

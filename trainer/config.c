@@ -83,7 +83,8 @@ static const void *cfield(const kl_train_config *c, const key_def *k) {
 }
 
 static void list_clear(kl_cfg_list *l) {
-    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    for (int i = 0; i < l->n; i++)
+        free(l->items[i]);
     l->n = 0;
 }
 
@@ -219,8 +220,8 @@ static kl_status set_value(kl_train_config *c, const key_def *k, const char *v, 
         if (end == v || *end || errno || !isfinite(x))
             return kl_seterr(KL_EINVAL, "%s: \"%s\" is not a number (%s)", k->name, v, k->help);
         if (x < k->min || x > k->max || (k->max_open && x >= k->max))
-            return kl_seterr(KL_EINVAL, "%s: %g outside [%g, %g%s (%s)", k->name, x, k->min,
-                             k->max, k->max_open ? ")" : "]", k->help);
+            return kl_seterr(KL_EINVAL, "%s: %g outside [%g, %g%s (%s)", k->name, x, k->min, k->max,
+                             k->max_open ? ")" : "]", k->help);
         *(double *)field(c, k) = x;
         return KL_OK;
     }
@@ -237,7 +238,8 @@ static kl_status set_value(kl_train_config *c, const key_def *k, const char *v, 
         list_clear(l);
         char *copy = strdup(v), *save = NULL;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            while (*tok == ' ') tok++;
+            while (*tok == ' ')
+                tok++;
             kl_status s = list_add(l, k->name, tok);
             if (s) {
                 free(copy);
@@ -312,8 +314,8 @@ static kl_status yaml_walk(kl_train_config *c, yaml_document_t *doc, yaml_node_t
             find_key(key)->type != K_STR)
             continue;
         if (vn->type == YAML_MAPPING_NODE && find_key(key))
-            return kl_seterr(KL_EINVAL, "%s: line %lu: %s: expected a value, found a mapping",
-                             path, vn->start_mark.line + 1, key);
+            return kl_seterr(KL_EINVAL, "%s: line %lu: %s: expected a value, found a mapping", path,
+                             vn->start_mark.line + 1, key);
         KL_TRY(yaml_walk(c, doc, vn, key, path));
     }
     return KL_OK;
@@ -369,10 +371,18 @@ static void value_text(const kl_train_config *c, const key_def *k, char *buf, si
     const void *f = cfield(c, k);
     switch (k->type) {
     case K_STR:
-    case K_ENUM: snprintf(buf, cap, "%s", *(char *const *)f ? *(char *const *)f : ""); break;
-    case K_INT: snprintf(buf, cap, "%lld", (long long)*(const int64_t *)f); break;
-    case K_FLOAT: snprintf(buf, cap, "%.17g", *(const double *)f); break;
-    case K_BOOL: snprintf(buf, cap, "%s", *(const int *)f ? "true" : "false"); break;
+    case K_ENUM:
+        snprintf(buf, cap, "%s", *(char *const *)f ? *(char *const *)f : "");
+        break;
+    case K_INT:
+        snprintf(buf, cap, "%lld", (long long)*(const int64_t *)f);
+        break;
+    case K_FLOAT:
+        snprintf(buf, cap, "%.17g", *(const double *)f);
+        break;
+    case K_BOOL:
+        snprintf(buf, cap, "%s", *(const int *)f ? "true" : "false");
+        break;
     case K_LIST: {
         const kl_cfg_list *l = f;
         size_t off = 0;
@@ -413,7 +423,8 @@ void kl_config_write_yaml(const kl_train_config *c, FILE *f) {
         if (keys[i].type == K_LIST) {
             const kl_cfg_list *l = cfield(c, &keys[i]);
             fprintf(f, "  %s: [", dot + 1);
-            for (int j = 0; j < l->n; j++) fprintf(f, "%s\"%s\"", j ? ", " : "", l->items[j]);
+            for (int j = 0; j < l->n; j++)
+                fprintf(f, "%s\"%s\"", j ? ", " : "", l->items[j]);
             fprintf(f, "]\n");
         } else if (keys[i].type == K_STR || keys[i].type == K_ENUM) {
             fprintf(f, "  %s: \"%s\"\n", dot + 1, buf);

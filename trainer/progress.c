@@ -12,7 +12,8 @@ double kl_now(void) {
 }
 
 kl_progress_mode kl_progress_parse(const char *mode, FILE *out) {
-    if (!mode || !strcmp(mode, "auto")) return isatty(fileno(out)) ? KL_PROGRESS_BAR : KL_PROGRESS_PLAIN;
+    if (!mode || !strcmp(mode, "auto"))
+        return isatty(fileno(out)) ? KL_PROGRESS_BAR : KL_PROGRESS_PLAIN;
     if (!strcmp(mode, "bar")) return KL_PROGRESS_BAR;
     if (!strcmp(mode, "plain")) return KL_PROGRESS_PLAIN;
     return KL_PROGRESS_NONE;
@@ -42,7 +43,8 @@ static void fmt_eta(double s, char *buf, size_t cap) {
         snprintf(buf, cap, "%02ld:%02ld", t / 60, t % 60);
 }
 
-void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, double loss, double lr) {
+void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, double loss,
+                      double lr) {
     if (p->mode == KL_PROGRESS_NONE) return;
     p->window_samples += rows;
     double now = kl_now();
@@ -64,11 +66,14 @@ void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, dou
         const int width = 24;
         int fill = p->total_steps ? (int)(width * done / p->total_steps) : 0;
         char bar[32];
-        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        for (int i = 0; i < width; i++)
+            bar[i] = i < fill ? '#' : '.';
         bar[width] = '\0';
-        fprintf(p->out, "\r\033[Kepoch %lld/%lld [%s] step %lld/%lld loss %.4f lr %.2e %.0f samples/s ETA %s",
-                (long long)epoch + 1, (long long)p->epochs, bar, (long long)in_epoch,
-                (long long)p->steps_per_epoch, loss, lr, p->samples_per_s, etas);
+        fprintf(
+            p->out,
+            "\r\033[Kepoch %lld/%lld [%s] step %lld/%lld loss %.4f lr %.2e %.0f samples/s ETA %s",
+            (long long)epoch + 1, (long long)p->epochs, bar, (long long)in_epoch,
+            (long long)p->steps_per_epoch, loss, lr, p->samples_per_s, etas);
         fflush(p->out);
         p->bar_drawn = 1;
     } else if (done % p->log_every == 0 || done == p->total_steps) {

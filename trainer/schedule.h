@@ -10,11 +10,11 @@ typedef enum {
 } kl_sched_kind;
 
 typedef struct {
-    kl_sched_kind kind;    /* shape */
-    double lr;             /* peak learning rate */
-    double min_lr;         /* cosine floor */
-    int64_t warmup_steps;  /* linear ramp from lr/warmup to lr */
-    int64_t total_steps;   /* steps in the whole run (cosine horizon) */
+    kl_sched_kind kind;   /* shape */
+    double lr;            /* peak learning rate */
+    double min_lr;        /* cosine floor */
+    int64_t warmup_steps; /* linear ramp from lr/warmup to lr */
+    int64_t total_steps;  /* steps in the whole run (cosine horizon) */
 } kl_schedule;
 
 /* Learning rate for 0-based step. */

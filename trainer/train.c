@@ -23,22 +23,22 @@
 
 /* Everything one run owns, so one cleanup path frees it all. */
 typedef struct {
-    const kl_train_config *cfg;   /* the resolved config */
-    kl_prepared_data data;        /* train/val/test, transform, encoder, digest */
-    kl_mlp model;                 /* the network */
-    kl_optimizer opt;             /* its optimizer */
-    kl_loader loader;             /* shuffled batches of the training split */
-    kl_schedule sched;            /* learning rate per step */
-    float *bx;                    /* batch features [batch, D] (host) */
-    int32_t *by;                  /* batch labels [batch] (host) */
-    float *bt;                    /* batch targets [batch] (host) */
-    float *best;                  /* best parameters so far (host), for early stopping */
-    float *dev_x;                 /* device staging for features (CUDA only) */
-    int32_t *dev_y;               /* device staging for labels (CUDA only) */
-    float *dev_t;                 /* device staging for targets (CUDA only) */
-    FILE *loss_log;               /* per-step loss CSV, or NULL */
-    char ckpt_path[4096];         /* <output>.ckpt, beside the bundle (kept out of it) */
-    char arch[128];               /* architecture string checked on resume */
+    const kl_train_config *cfg; /* the resolved config */
+    kl_prepared_data data;      /* train/val/test, transform, encoder, digest */
+    kl_mlp model;               /* the network */
+    kl_optimizer opt;           /* its optimizer */
+    kl_loader loader;           /* shuffled batches of the training split */
+    kl_schedule sched;          /* learning rate per step */
+    float *bx;                  /* batch features [batch, D] (host) */
+    int32_t *by;                /* batch labels [batch] (host) */
+    float *bt;                  /* batch targets [batch] (host) */
+    float *best;                /* best parameters so far (host), for early stopping */
+    float *dev_x;               /* device staging for features (CUDA only) */
+    int32_t *dev_y;             /* device staging for labels (CUDA only) */
+    float *dev_t;               /* device staging for targets (CUDA only) */
+    FILE *loss_log;             /* per-step loss CSV, or NULL */
+    char ckpt_path[4096];       /* <output>.ckpt, beside the bundle (kept out of it) */
+    char arch[128];             /* architecture string checked on resume */
 } run_state;
 
 static uint64_t step_seed(uint64_t seed, int64_t step) {
@@ -53,11 +53,12 @@ static kl_status build_spec(const kl_train_config *cfg, const kl_prepared_data *
     if (kl_act_parse(cfg->model_activation, &spec->act))
         return kl_seterr(KL_EINVAL, "model.activation: unknown \"%s\"", cfg->model_activation);
     spec->dropout = (float)cfg->model_dropout;
-    spec->task = strcmp(cfg->model_task, "regression") ? KL_TASK_CLASSIFICATION
-                                                       : KL_TASK_REGRESSION;
+    spec->task =
+        strcmp(cfg->model_task, "regression") ? KL_TASK_CLASSIFICATION : KL_TASK_REGRESSION;
     int L = spec->n_layers;
     if (spec->dims[0] != d->n_features)
-        return kl_seterr(KL_EINVAL, "model.layers: \"%s\" takes %d inputs, the data has %d features",
+        return kl_seterr(KL_EINVAL,
+                         "model.layers: \"%s\" takes %d inputs, the data has %d features",
                          cfg->model_layers, spec->dims[0], d->n_features);
     if (spec->task == KL_TASK_CLASSIFICATION && spec->dims[L] != d->train.n_classes)
         return kl_seterr(KL_EINVAL, "model.layers: \"%s\" has %d outputs, the data has %d classes",
@@ -99,7 +100,8 @@ static kl_status evaluate(run_state *r, const kl_dataset *ds, double *loss, doub
         if ((s = kl_mlp_loss(m, n, y, t, 0.0f, 0, &mean))) break;
         loss_sum += mean * n;
         if (cls) {
-            if ((s = kl_dev_copy_to_host(m->dev, probs_host, m->probs, (size_t)n * C * sizeof(float))))
+            if ((s = kl_dev_copy_to_host(m->dev, probs_host, m->probs,
+                                         (size_t)n * C * sizeof(float))))
                 break;
             for (int i = 0; i < n; i++) {
                 const float *p = probs_host + (int64_t)i * C;
@@ -137,10 +139,11 @@ static kl_status save_checkpoint(run_state *r, int64_t step, int64_t epoch, int6
     c.state = malloc((size_t)(c.state_len ? c.state_len : 1) * sizeof(float));
     c.best = r->best;
     kl_status s = KL_OK;
-    if (!c.params || !c.state)
-        s = kl_seterr(KL_ENOMEM, "checkpoint buffers");
-    if (!s) s = kl_dev_copy_to_host(m->dev, c.params, m->params, (size_t)c.n_params * sizeof(float));
-    if (!s) s = kl_dev_copy_to_host(m->dev, c.state, r->opt.state, (size_t)c.state_len * sizeof(float));
+    if (!c.params || !c.state) s = kl_seterr(KL_ENOMEM, "checkpoint buffers");
+    if (!s)
+        s = kl_dev_copy_to_host(m->dev, c.params, m->params, (size_t)c.n_params * sizeof(float));
+    if (!s)
+        s = kl_dev_copy_to_host(m->dev, c.state, r->opt.state, (size_t)c.state_len * sizeof(float));
     if (!s) s = kl_checkpoint_save(r->ckpt_path, &c);
     free(c.params);
     free(c.state);
@@ -173,7 +176,8 @@ static cJSON *training_summary(const kl_train_config *cfg, const kl_train_result
     cJSON_AddNumberToObject(metrics, "epochs", (double)res->epochs_done);
     cJSON_AddNumberToObject(metrics, "train_loss", res->train_loss);
     if (!isnan(res->val_loss)) cJSON_AddNumberToObject(metrics, "val_loss", res->val_loss);
-    if (!isnan(res->val_accuracy)) cJSON_AddNumberToObject(metrics, "val_accuracy", res->val_accuracy);
+    if (!isnan(res->val_accuracy))
+        cJSON_AddNumberToObject(metrics, "val_accuracy", res->val_accuracy);
     if (!isnan(res->test_loss)) cJSON_AddNumberToObject(metrics, "test_loss", res->test_loss);
     if (!isnan(res->test_accuracy))
         cJSON_AddNumberToObject(metrics, "test_accuracy", res->test_accuracy);
@@ -191,7 +195,8 @@ static kl_status save_bundle(run_state *r, const kl_train_result *res) {
     b.n_params = m->n_params;
     b.params = malloc((size_t)m->n_params * sizeof(float));
     if (!b.params) return kl_seterr(KL_ENOMEM, "bundle parameters");
-    kl_status s = kl_dev_copy_to_host(m->dev, b.params, m->params, (size_t)m->n_params * sizeof(float));
+    kl_status s =
+        kl_dev_copy_to_host(m->dev, b.params, m->params, (size_t)m->n_params * sizeof(float));
     b.n_features = d->n_features;
     b.feature_names = d->train.feature_names;
     snprintf(b.transform, sizeof b.transform, "%s", d->transform);
@@ -260,8 +265,8 @@ static kl_status alloc_batches(run_state *r, int B, int D) {
 }
 
 static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
-                                    int64_t *batch_in_epoch, double *best_val,
-                                    int64_t *bad_epochs, int64_t *best_epoch) {
+                                    int64_t *batch_in_epoch, double *best_val, int64_t *bad_epochs,
+                                    int64_t *best_epoch) {
     kl_checkpoint c;
     KL_TRY(kl_checkpoint_load(r->ckpt_path, &c));
     kl_mlp *m = &r->model;
@@ -271,11 +276,12 @@ static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
         s = kl_seterr(KL_EINVAL,
                       "checkpoint \"%s\" is for \"%s\" (%lld parameters), this config trains "
                       "\"%s\" (%lld parameters)",
-                      r->ckpt_path, c.arch, (long long)c.n_params, r->arch,
-                      (long long)m->n_params);
-    if (!s) s = kl_dev_copy_from_host(m->dev, m->params, c.params, (size_t)c.n_params * sizeof(float));
+                      r->ckpt_path, c.arch, (long long)c.n_params, r->arch, (long long)m->n_params);
     if (!s)
-        s = kl_dev_copy_from_host(m->dev, r->opt.state, c.state, (size_t)c.state_len * sizeof(float));
+        s = kl_dev_copy_from_host(m->dev, m->params, c.params, (size_t)c.n_params * sizeof(float));
+    if (!s)
+        s = kl_dev_copy_from_host(m->dev, r->opt.state, c.state,
+                                  (size_t)c.state_len * sizeof(float));
     if (!s && c.has_best && r->best) memcpy(r->best, c.best, (size_t)c.n_params * sizeof(float));
     if (!s) {
         r->opt.t = c.optimizer_t;
@@ -348,7 +354,8 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     if (cfg->train_save_init) KL_TRY(save_init(r));
     /* Beside the bundle, not in it: the bundle directory is what gets registered and served. */
     size_t olen = strlen(cfg->output);
-    while (olen > 1 && cfg->output[olen - 1] == '/') olen--;
+    while (olen > 1 && cfg->output[olen - 1] == '/')
+        olen--;
     snprintf(r->ckpt_path, sizeof r->ckpt_path, "%.*s.ckpt", (int)olen, cfg->output);
 
     int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
@@ -357,8 +364,8 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         FILE *probe = fopen(r->ckpt_path, "rb");
         if (probe) {
             fclose(probe);
-            KL_TRY(restore_checkpoint(r, &step, &start_epoch, &skip_batches, &best_val,
-                                      &bad_epochs, &best_epoch));
+            KL_TRY(restore_checkpoint(r, &step, &start_epoch, &skip_batches, &best_val, &bad_epochs,
+                                      &best_epoch));
             if (log)
                 fprintf(log, "resuming from %s at step %lld (epoch %lld, batch %lld)\n",
                         r->ckpt_path, (long long)step, (long long)start_epoch + 1,
@@ -373,8 +380,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                 "training %s (%lld parameters) on %s: %lld train / %lld val / %lld test rows, "
                 "%lld steps\n",
                 r->arch, (long long)m->n_params, kl_device_name(dev, dn, sizeof dn),
-                (long long)d->train.n, (long long)d->val.n, (long long)d->test.n,
-                (long long)total);
+                (long long)d->train.n, (long long)d->val.n, (long long)d->test.n, (long long)total);
     }
 
     if (cfg->train_loss_log) {
@@ -411,8 +417,10 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
             const float *t = cls ? NULL : r->bt;
             if (dev.kind != KL_DEV_CPU) {
                 KL_TRY(kl_dev_copy_from_host(dev, r->dev_x, x, (size_t)rows * D * sizeof(float)));
-                if (y) KL_TRY(kl_dev_copy_from_host(dev, r->dev_y, y, (size_t)rows * sizeof(int32_t)));
-                if (t) KL_TRY(kl_dev_copy_from_host(dev, r->dev_t, t, (size_t)rows * sizeof(float)));
+                if (y)
+                    KL_TRY(kl_dev_copy_from_host(dev, r->dev_y, y, (size_t)rows * sizeof(int32_t)));
+                if (t)
+                    KL_TRY(kl_dev_copy_from_host(dev, r->dev_t, t, (size_t)rows * sizeof(float)));
                 x = r->dev_x;
                 y = y ? r->dev_y : NULL;
                 t = t ? r->dev_t : NULL;
@@ -458,13 +466,15 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                 best_val = vl;
                 best_epoch = epoch;
                 bad_epochs = 0;
-                KL_TRY(kl_dev_copy_to_host(dev, r->best, m->params, (size_t)m->n_params * sizeof(float)));
+                KL_TRY(kl_dev_copy_to_host(dev, r->best, m->params,
+                                           (size_t)m->n_params * sizeof(float)));
             } else if (++bad_epochs >= cfg->train_patience) {
                 res->stopped_early = 1;
                 stop = 1;
                 if (log)
-                    fprintf(log, "early stopping: val_loss has not improved for %lld epochs; "
-                                 "keeping epoch %lld\n",
+                    fprintf(log,
+                            "early stopping: val_loss has not improved for %lld epochs; "
+                            "keeping epoch %lld\n",
                             (long long)bad_epochs, (long long)best_epoch + 1);
             }
         }

@@ -8,18 +8,18 @@
 #include "trainer/config.h"
 
 typedef struct {
-    int64_t steps;          /* optimizer steps taken (including before a resume) */
-    int64_t epochs_done;    /* epochs completed */
-    int stopped_early;      /* early stopping fired */
-    int64_t best_epoch;     /* epoch whose weights the bundle holds (when early stopping) */
-    double train_loss;      /* mean training loss of the last epoch */
-    double val_loss;        /* validation loss of the saved weights (NAN without validation) */
-    double val_accuracy;    /* validation accuracy (classification), else NAN */
-    double test_loss;       /* held-out test loss (NAN without a test set) */
-    double test_accuracy;   /* held-out test accuracy (classification), else NAN */
-    double samples_per_s;   /* training throughput over the run's steps */
-    double seconds;         /* wall time of the training loop */
-    char data_digest[80];   /* training data digest */
+    int64_t steps;        /* optimizer steps taken (including before a resume) */
+    int64_t epochs_done;  /* epochs completed */
+    int stopped_early;    /* early stopping fired */
+    int64_t best_epoch;   /* epoch whose weights the bundle holds (when early stopping) */
+    double train_loss;    /* mean training loss of the last epoch */
+    double val_loss;      /* validation loss of the saved weights (NAN without validation) */
+    double val_accuracy;  /* validation accuracy (classification), else NAN */
+    double test_loss;     /* held-out test loss (NAN without a test set) */
+    double test_accuracy; /* held-out test accuracy (classification), else NAN */
+    double samples_per_s; /* training throughput over the run's steps */
+    double seconds;       /* wall time of the training loop */
+    char data_digest[80]; /* training data digest */
 } kl_train_result;
 
 /* Hooks a caller may set to observe a run (all optional). */

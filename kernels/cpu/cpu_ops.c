@@ -36,11 +36,16 @@ static void cpu_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, f
 
 static inline float act_forward(kl_act act, float z) {
     switch (act) {
-    case KL_ACT_RELU: return z > 0.0f ? z : 0.0f;
-    case KL_ACT_GELU: return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2));
-    case KL_ACT_TANH: return tanhf(z);
-    case KL_ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
-    case KL_ACT_IDENTITY: break;
+    case KL_ACT_RELU:
+        return z > 0.0f ? z : 0.0f;
+    case KL_ACT_GELU:
+        return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2));
+    case KL_ACT_TANH:
+        return tanhf(z);
+    case KL_ACT_SIGMOID:
+        return 1.0f / (1.0f + expf(-z));
+    case KL_ACT_IDENTITY:
+        break;
     }
     return z;
 }
@@ -48,7 +53,8 @@ static inline float act_forward(kl_act act, float z) {
 /* d act(z) / dz */
 static inline float act_derivative(kl_act act, float z) {
     switch (act) {
-    case KL_ACT_RELU: return z > 0.0f ? 1.0f : 0.0f;
+    case KL_ACT_RELU:
+        return z > 0.0f ? 1.0f : 0.0f;
     case KL_ACT_GELU: {
         float cdf = 0.5f * (1.0f + erff(z * (float)M_SQRT1_2));
         float pdf = expf(-0.5f * z * z) * 0.3989422804014327f; /* 1/sqrt(2 pi) */
@@ -62,7 +68,8 @@ static inline float act_derivative(kl_act act, float z) {
         float s = 1.0f / (1.0f + expf(-z));
         return s * (1.0f - s);
     }
-    case KL_ACT_IDENTITY: break;
+    case KL_ACT_IDENTITY:
+        break;
     }
     return 1.0f;
 }
@@ -76,13 +83,16 @@ static void cpu_bias_act_forward(void *ctx, int m, int n, kl_act act, const floa
         float *zr = z + (int64_t)i * n;
         float *yr = y + (int64_t)i * n;
         if (bias)
-            for (int j = 0; j < n; j++) zr[j] += bias[j];
+            for (int j = 0; j < n; j++)
+                zr[j] += bias[j];
         if (act == KL_ACT_RELU) {
-            for (int j = 0; j < n; j++) yr[j] = zr[j] > 0.0f ? zr[j] : 0.0f;
+            for (int j = 0; j < n; j++)
+                yr[j] = zr[j] > 0.0f ? zr[j] : 0.0f;
         } else if (act == KL_ACT_IDENTITY) {
             if (yr != zr) memcpy(yr, zr, (size_t)n * sizeof(float));
         } else {
-            for (int j = 0; j < n; j++) yr[j] = act_forward(act, zr[j]);
+            for (int j = 0; j < n; j++)
+                yr[j] = act_forward(act, zr[j]);
         }
     }
 }
@@ -96,10 +106,12 @@ static void cpu_colsum(void *ctx, int m, int n, const float *src, float *dst) {
     {
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int lo = (int)((int64_t)n * t / nt), hi = (int)((int64_t)n * (t + 1) / nt);
-        for (int j = lo; j < hi; j++) dst[j] = 0.0f;
+        for (int j = lo; j < hi; j++)
+            dst[j] = 0.0f;
         for (int i = 0; i < m; i++) {
             const float *row = src + (int64_t)i * n;
-            for (int j = lo; j < hi; j++) dst[j] += row[j];
+            for (int j = lo; j < hi; j++)
+                dst[j] += row[j];
         }
     }
 }
@@ -123,7 +135,8 @@ static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const flo
                     dzr[j] = zr[j] > 0.0f ? g : 0.0f;
                 }
             else
-                for (int j = 0; j < n; j++) dzr[j] = dyr[j] * act_derivative(act, zr[j]);
+                for (int j = 0; j < n; j++)
+                    dzr[j] = dyr[j] * act_derivative(act, zr[j]);
         }
     }
     if (dbias) cpu_colsum(ctx, m, n, dz, dbias);
@@ -138,20 +151,23 @@ static void cpu_softmax_xent(void *ctx, int m, int n, const float *logits, const
         const float *lr = logits + (int64_t)i * n;
         float *pr = probs + (int64_t)i * n;
         float mx = lr[0];
-        for (int j = 1; j < n; j++) mx = lr[j] > mx ? lr[j] : mx;
+        for (int j = 1; j < n; j++)
+            mx = lr[j] > mx ? lr[j] : mx;
         double sum = 0.0;
         for (int j = 0; j < n; j++) {
             pr[j] = expf(lr[j] - mx);
             sum += pr[j];
         }
         float inv = (float)(1.0 / sum);
-        for (int j = 0; j < n; j++) pr[j] *= inv;
+        for (int j = 0; j < n; j++)
+            pr[j] *= inv;
         if (!labels) continue;
         int c = labels[i];
         if (row_loss) row_loss[i] = (float)(log(sum) - (double)(lr[c] - mx));
         if (dlogits) {
             float *dr = dlogits + (int64_t)i * n;
-            for (int j = 0; j < n; j++) dr[j] = (pr[j] - (j == c ? 1.0f : 0.0f)) * grad_scale;
+            for (int j = 0; j < n; j++)
+                dr[j] = (pr[j] - (j == c ? 1.0f : 0.0f)) * grad_scale;
         }
     }
 }
@@ -231,10 +247,12 @@ static double cpu_sumsq(void *ctx, int64_t n, const float *x) {
         for (int64_t b = 0; b < cnt; b++) {
             int64_t lo = (b0 + b) * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
             double acc = 0.0;
-            for (int64_t i = lo; i < hi; i++) acc += (double)x[i] * x[i];
+            for (int64_t i = lo; i < hi; i++)
+                acc += (double)x[i] * x[i];
             part[b] = acc;
         }
-        for (int64_t b = 0; b < cnt; b++) total += part[b];
+        for (int64_t b = 0; b < cnt; b++)
+            total += part[b];
     }
     return total;
 }
@@ -242,7 +260,8 @@ static double cpu_sumsq(void *ctx, int64_t n, const float *x) {
 static void cpu_scale(void *ctx, int64_t n, float s, float *x) {
     (void)ctx;
 #pragma omp parallel for schedule(static) if (n >= KL_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) x[i] *= s;
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= s;
 }
 
 static void cpu_sync(void *ctx) {

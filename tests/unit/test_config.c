@@ -27,8 +27,10 @@ static const char *write_file(const char *name, const char *text) {
 
 static void expect_error(kl_status got, const char *needle1, const char *needle2) {
     assert_int_not_equal(got, KL_OK);
-    if (needle1 && !strstr(kl_errmsg(), needle1)) fail_msg("message \"%s\" lacks \"%s\"", kl_errmsg(), needle1);
-    if (needle2 && !strstr(kl_errmsg(), needle2)) fail_msg("message \"%s\" lacks \"%s\"", kl_errmsg(), needle2);
+    if (needle1 && !strstr(kl_errmsg(), needle1))
+        fail_msg("message \"%s\" lacks \"%s\"", kl_errmsg(), needle1);
+    if (needle2 && !strstr(kl_errmsg(), needle2))
+        fail_msg("message \"%s\" lacks \"%s\"", kl_errmsg(), needle2);
 }
 
 static void test_yaml_values(void **state) {
@@ -118,11 +120,11 @@ static void test_round_trip_yaml(void **state) {
 static void test_schedule(void **state) {
     (void)state;
     kl_schedule s = {KL_SCHED_COSINE, 1.0, 0.1, 10, 110};
-    assert_true(kl_schedule_lr(&s, 0) == 0.1);     /* warm-up starts at lr/warmup */
-    assert_true(kl_schedule_lr(&s, 9) == 1.0);     /* and reaches lr */
-    assert_true(kl_schedule_lr(&s, 10) == 1.0);    /* cosine starts at the peak */
+    assert_true(kl_schedule_lr(&s, 0) == 0.1);  /* warm-up starts at lr/warmup */
+    assert_true(kl_schedule_lr(&s, 9) == 1.0);  /* and reaches lr */
+    assert_true(kl_schedule_lr(&s, 10) == 1.0); /* cosine starts at the peak */
     double end = kl_schedule_lr(&s, 109);
-    assert_true(end > 0.0999 && end < 0.1001);     /* and ends at min_lr */
+    assert_true(end > 0.0999 && end < 0.1001); /* and ends at min_lr */
     double mid = kl_schedule_lr(&s, 10 + 99 / 2);
     assert_true(mid > 0.5 && mid < 0.6);
     s.kind = KL_SCHED_CONSTANT;

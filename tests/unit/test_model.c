@@ -25,9 +25,11 @@ static double ref_mask(const kl_mlp_spec *s, uint64_t step_seed, int l, int64_t 
 static double ref_loss(const kl_mlp_spec *s, const double *p, const float *x, int rows,
                        const int32_t *labels, const float *targets, uint64_t seed) {
     int L = s->n_layers, maxd = 0;
-    for (int i = 0; i <= L; i++) maxd = s->dims[i] > maxd ? s->dims[i] : maxd;
+    for (int i = 0; i <= L; i++)
+        maxd = s->dims[i] > maxd ? s->dims[i] : maxd;
     double *a = malloc(sizeof(double) * rows * maxd), *b = malloc(sizeof(double) * rows * maxd);
-    for (int i = 0; i < rows * s->dims[0]; i++) a[i] = x[i];
+    for (int i = 0; i < rows * s->dims[0]; i++)
+        a[i] = x[i];
     const double *w = p;
     for (int l = 0; l < L; l++) {
         int in = s->dims[l], out = s->dims[l + 1];
@@ -35,9 +37,9 @@ static double ref_loss(const kl_mlp_spec *s, const double *p, const float *x, in
         for (int r = 0; r < rows; r++)
             for (int o = 0; o < out; o++) {
                 double z = bias[o];
-                for (int k = 0; k < in; k++) z += a[r * in + k] * w[o * in + k];
-                if (l < L - 1)
-                    z = ref_act(s->act, z) * ref_mask(s, seed, l, (int64_t)r * out + o);
+                for (int k = 0; k < in; k++)
+                    z += a[r * in + k] * w[o * in + k];
+                if (l < L - 1) z = ref_act(s->act, z) * ref_mask(s, seed, l, (int64_t)r * out + o);
                 b[r * out + o] = z;
             }
         w = bias + out;
@@ -51,12 +53,15 @@ static double ref_loss(const kl_mlp_spec *s, const double *p, const float *x, in
         const double *row = a + r * C;
         if (s->task == KL_TASK_CLASSIFICATION) {
             double mx = row[0], sum = 0;
-            for (int j = 1; j < C; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int j = 0; j < C; j++) sum += exp(row[j] - mx);
+            for (int j = 1; j < C; j++)
+                mx = row[j] > mx ? row[j] : mx;
+            for (int j = 0; j < C; j++)
+                sum += exp(row[j] - mx);
             loss += log(sum) + mx - row[labels[r]];
         } else {
             double acc = 0;
-            for (int j = 0; j < C; j++) acc += (row[j] - targets[r * C + j]) * (row[j] - targets[r * C + j]);
+            for (int j = 0; j < C; j++)
+                acc += (row[j] - targets[r * C + j]) * (row[j] - targets[r * C + j]);
             loss += acc / C;
         }
     }
@@ -77,12 +82,16 @@ static void check_gradients(kl_act act, float dropout, kl_task task, const char 
     int D = spec.dims[0], C = spec.dims[spec.n_layers];
     float *x = malloc(sizeof(float) * rows * D), *targets = malloc(sizeof(float) * rows * C);
     int32_t labels[7];
-    for (int i = 0; i < rows * D; i++) x[i] = kl_rand_uniform(5, (uint64_t)i) * 2 - 1;
-    for (int i = 0; i < rows * C; i++) targets[i] = kl_rand_uniform(6, (uint64_t)i);
-    for (int r = 0; r < rows; r++) labels[r] = r % C;
+    for (int i = 0; i < rows * D; i++)
+        x[i] = kl_rand_uniform(5, (uint64_t)i) * 2 - 1;
+    for (int i = 0; i < rows * C; i++)
+        targets[i] = kl_rand_uniform(6, (uint64_t)i);
+    for (int r = 0; r < rows; r++)
+        labels[r] = r % C;
     /* Biases start at zero; make them non-zero so their gradients are exercised. */
     for (int l = 0; l < spec.n_layers; l++)
-        for (int j = 0; j < spec.dims[l + 1]; j++) m.bias[l][j] = 0.1f * (float)((j % 5) - 2);
+        for (int j = 0; j < spec.dims[l + 1]; j++)
+            m.bias[l][j] = 0.1f * (float)((j % 5) - 2);
     uint64_t seed = 4242;
     double loss;
     assert_int_equal(kl_mlp_forward(&m, x, rows, 1, seed), KL_OK);
@@ -90,7 +99,8 @@ static void check_gradients(kl_act act, float dropout, kl_task task, const char 
     assert_int_equal(kl_mlp_backward(&m, x, rows, seed), KL_OK);
 
     double *p = calloc((size_t)m.n_params, sizeof(double));
-    for (int64_t i = 0; i < m.n_params; i++) p[i] = m.params[i];
+    for (int64_t i = 0; i < m.n_params; i++)
+        p[i] = m.params[i];
     double rl = ref_loss(&spec, p, x, rows, labels, targets, seed);
     if (fabs(rl - loss) > 1e-5 * (1 + fabs(rl)))
         fail_msg("%s %s loss %.9g, reference %.9g", layers, kl_act_name(act), loss, rl);
@@ -161,7 +171,8 @@ static void test_init_is_seeded(void **state) {
     assert_memory_not_equal(a.params, b.params, sizeof(float) * a.n_params);
     /* He bound for the ReLU hidden layer: sqrt(6/20) */
     float bound = sqrtf(6.0f / 20.0f), mx = 0;
-    for (int i = 0; i < 600; i++) mx = fabsf(a.params[i]) > mx ? fabsf(a.params[i]) : mx;
+    for (int i = 0; i < 600; i++)
+        mx = fabsf(a.params[i]) > mx ? fabsf(a.params[i]) : mx;
     assert_true(mx <= bound && mx > 0.9f * bound);
     kl_mlp_free(&a);
     kl_mlp_free(&b);

@@ -23,7 +23,8 @@ static double rnd(uint64_t *s) {
 static float *frand(int64_t n, uint64_t seed, double amp) {
     float *p = malloc((size_t)n * sizeof(float));
     uint64_t s = seed;
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(rnd(&s) * amp);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(rnd(&s) * amp);
     return p;
 }
 
@@ -98,11 +99,11 @@ static void test_bias_act(void **state) {
                     ry[i * n + j] = ref_act((kl_act)act, rz[i * n + j]);
                 }
             char what[80];
-            snprintf(what, sizeof what, "bias_act_forward %s %dx%d z", kl_act_name((kl_act)act),
-                     m, n);
+            snprintf(what, sizeof what, "bias_act_forward %s %dx%d z", kl_act_name((kl_act)act), m,
+                     n);
             assert_close(z, rz, mn, 1e-6, 1e-6, what);
-            snprintf(what, sizeof what, "bias_act_forward %s %dx%d y", kl_act_name((kl_act)act),
-                     m, n);
+            snprintf(what, sizeof what, "bias_act_forward %s %dx%d y", kl_act_name((kl_act)act), m,
+                     n);
             assert_close(y, ry, mn, 1e-6, 1e-5, what);
 
             /* backward vs central differences of the float64 reference */
@@ -132,9 +133,11 @@ static void test_bias_act(void **state) {
 /* ------------------------------------------------------------------------------------------ */
 static double ref_xent_row(const double *l, int n, int c) {
     double mx = l[0];
-    for (int j = 1; j < n; j++) mx = l[j] > mx ? l[j] : mx;
+    for (int j = 1; j < n; j++)
+        mx = l[j] > mx ? l[j] : mx;
     double s = 0;
-    for (int j = 0; j < n; j++) s += exp(l[j] - mx);
+    for (int j = 0; j < n; j++)
+        s += exp(l[j] - mx);
     return log(s) + mx - l[c];
 }
 
@@ -147,7 +150,8 @@ static void test_softmax_xent(void **state) {
         /* large logits too: stability */
         float *logits = frand(mn, 40 + si, si == 3 ? 60.0 : 4.0);
         int32_t *labels = malloc(sizeof(int32_t) * m);
-        for (int i = 0; i < m; i++) labels[i] = (int32_t)((i * 7 + si) % n);
+        for (int i = 0; i < m; i++)
+            labels[i] = (int32_t)((i * 7 + si) % n);
         float *probs = malloc(sizeof(float) * mn), *rl = malloc(sizeof(float) * m);
         float *dl = malloc(sizeof(float) * mn);
         float gs = 1.0f / m;
@@ -155,12 +159,16 @@ static void test_softmax_xent(void **state) {
         double *rrl = malloc(sizeof(double) * m), *rdl = malloc(sizeof(double) * mn);
         double *rp = malloc(sizeof(double) * mn), *row = malloc(sizeof(double) * n);
         for (int i = 0; i < m; i++) {
-            for (int j = 0; j < n; j++) row[j] = logits[i * n + j];
+            for (int j = 0; j < n; j++)
+                row[j] = logits[i * n + j];
             rrl[i] = ref_xent_row(row, n, labels[i]);
             double mx = row[0], s = 0;
-            for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int j = 0; j < n; j++) s += exp(row[j] - mx);
-            for (int j = 0; j < n; j++) rp[i * n + j] = exp(row[j] - mx) / s;
+            for (int j = 1; j < n; j++)
+                mx = row[j] > mx ? row[j] : mx;
+            for (int j = 0; j < n; j++)
+                s += exp(row[j] - mx);
+            for (int j = 0; j < n; j++)
+                rp[i * n + j] = exp(row[j] - mx) / s;
             for (int j = 0; j < n; j++) {
                 double keep = row[j], h = 1e-5;
                 row[j] = keep + h;
@@ -178,7 +186,8 @@ static void test_softmax_xent(void **state) {
         assert_close(rl, rrl, m, 1e-5, 1e-5, what);
         snprintf(what, sizeof what, "softmax_xent %dx%d dlogits", m, n);
         assert_close(dl, rdl, mn, 1e-6, 1e-4, what);
-        for (int64_t i = 0; i < mn; i++) assert_true(isfinite(probs[i]));
+        for (int64_t i = 0; i < mn; i++)
+            assert_true(isfinite(probs[i]));
         free(logits), free(labels), free(probs), free(rl), free(dl), free(rrl), free(rdl);
         free(rp), free(row);
     }
@@ -233,7 +242,8 @@ static void test_dropout(void **state) {
     /* another seed gives another mask */
     ops->dropout_forward(NULL, n, p, 1235, x, dx);
     int64_t same = 0;
-    for (int64_t i = 0; i < n; i++) same += (dx[i] == 0.0f) == (y[i] == 0.0f);
+    for (int64_t i = 0; i < n; i++)
+        same += (dx[i] == 0.0f) == (y[i] == 0.0f);
     assert_true(same < n * 0.9);
     free(x), free(y), free(dx), free(ref);
 }
@@ -246,7 +256,8 @@ static void test_adamw(void **state) {
     float *v = calloc((size_t)n, sizeof(float));
     double *rp = malloc(sizeof(double) * n), *rm = calloc((size_t)n, sizeof(double));
     double *rv = calloc((size_t)n, sizeof(double));
-    for (int64_t i = 0; i < n; i++) rp[i] = p[i];
+    for (int64_t i = 0; i < n; i++)
+        rp[i] = p[i];
     float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.05f;
     for (int t = 1; t <= 5; t++) {
         float *g = frand(n, 90 + t, 0.5);
@@ -271,7 +282,8 @@ static void test_sgd(void **state) {
     for (int nesterov = 0; nesterov < 2; nesterov++) {
         float *p = frand(n, 100, 1.0), *buf = calloc((size_t)n, sizeof(float));
         double *rp = malloc(sizeof(double) * n), *rb = calloc((size_t)n, sizeof(double));
-        for (int64_t i = 0; i < n; i++) rp[i] = p[i];
+        for (int64_t i = 0; i < n; i++)
+            rp[i] = p[i];
         float lr = 0.1f, mom = 0.9f, wd = 1e-3f;
         for (int t = 1; t <= 4; t++) {
             float *g = frand(n, 110 + t, 0.5);
@@ -294,7 +306,8 @@ static void test_reductions_and_clip(void **state) {
     int64_t n = 300001;
     float *x = frand(n, 120, 1.0);
     double ref = 0;
-    for (int64_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    for (int64_t i = 0; i < n; i++)
+        ref += (double)x[i] * x[i];
     double got = ops->sumsq(NULL, n, x);
     assert_true(fabs(got - ref) <= 1e-9 * ref);
 
@@ -310,7 +323,8 @@ static void test_reductions_and_clip(void **state) {
     float *src = frand((int64_t)m * c, 130, 1.0), *dst = malloc(sizeof(float) * c);
     double *rs = calloc((size_t)c, sizeof(double));
     for (int i = 0; i < m; i++)
-        for (int j = 0; j < c; j++) rs[j] += src[i * c + j];
+        for (int j = 0; j < c; j++)
+            rs[j] += src[i * c + j];
     ops->colsum(NULL, m, c, src, dst);
     assert_close(dst, rs, c, 1e-4, 1e-5, "colsum");
     free(x), free(src), free(dst), free(rs);
