@@ -130,7 +130,7 @@ int kl_cmd_predict(int argc, char **argv) {
         goto fail;
     }
     kl_bundle_apply_transform(&b, ds.x, ds.n);
-    if (kl_mlp_create(&m, &b.spec, dev, batch) != KL_OK) goto fail;
+    if (kl_mlp_create(&m, &b.spec, dev, batch, KL_PREC_FP32) != KL_OK) goto fail;
     if (kl_dev_copy_from_host(dev, m.params, b.params, (size_t)b.n_params * sizeof(float)))
         goto fail;
     int C = b.spec.dims[b.spec.n_layers];

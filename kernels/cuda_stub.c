@@ -41,8 +41,19 @@ const kl_ops *kl_ops_cuda(void) {
     return NULL;
 }
 
-kl_status kl_cuda_ctx_create(int device, void **ctx) {
+kl_status kl_cuda_host_alloc(size_t bytes, void **out) {
+    (void)bytes;
+    *out = NULL;
+    return no_cuda();
+}
+
+void kl_cuda_host_free(void *p) {
+    (void)p;
+}
+
+kl_status kl_cuda_ctx_create(int device, kl_precision precision, void **ctx) {
     (void)device;
+    (void)precision;
     *ctx = NULL;
     return no_cuda();
 }

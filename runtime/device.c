@@ -84,6 +84,19 @@ void kl_dev_free(kl_device d, void *p) {
         free(p);
 }
 
+kl_status kl_host_alloc(kl_device d, size_t bytes, void **out) {
+    if (d.kind == KL_DEV_CUDA) return kl_cuda_host_alloc(bytes, out);
+    return kl_dev_malloc(d, bytes, out);
+}
+
+void kl_host_free(kl_device d, void *p) {
+    if (!p) return;
+    if (d.kind == KL_DEV_CUDA)
+        kl_cuda_host_free(p);
+    else
+        free(p);
+}
+
 kl_status kl_dev_memset0(kl_device d, void *p, size_t bytes) {
     if (d.kind == KL_DEV_CUDA) return kl_cuda_memset0(d.index, p, bytes);
     memset(p, 0, bytes);

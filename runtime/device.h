@@ -39,6 +39,10 @@ const char *kl_device_name(kl_device d, char *buf, int cap);
 kl_status kl_dev_malloc(kl_device d, size_t bytes, void **out);
 void kl_dev_free(kl_device d, void *p);
 kl_status kl_dev_memset0(kl_device d, void *p, size_t bytes);
+/* Host memory the device can read and write asynchronously (pinned for CUDA; plain on the
+ * CPU), for per-step results such as the loss and for batch staging. */
+kl_status kl_host_alloc(kl_device d, size_t bytes, void **out);
+void kl_host_free(kl_device d, void *p);
 /* Copies between host and a device (or host to host). */
 kl_status kl_dev_copy_to_host(kl_device d, void *host_dst, const void *dev_src, size_t bytes);
 kl_status kl_dev_copy_from_host(kl_device d, void *dev_dst, const void *host_src, size_t bytes);

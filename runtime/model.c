@@ -1,6 +1,8 @@
 /* model.c — MLP forward, loss and backward over the op table, with one parameter buffer. */
 #include "runtime/model.h"
 
+#include "kernels/cuda_api.h" /* kl_ops_cuda, kl_cuda_ctx_create/free */
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,7 +93,8 @@ static int max_dim(const kl_mlp_spec *s) {
     return mx;
 }
 
-kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int max_batch) {
+kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int max_batch,
+                        kl_precision precision) {
     memset(m, 0, sizeof *m);
     KL_TRY(kl_mlp_spec_validate(spec));
     if (max_batch <= 0) return kl_seterr(KL_EINVAL, "batch size %d must be positive", max_batch);
@@ -101,8 +104,12 @@ kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int m
     if (dev.kind == KL_DEV_CPU) {
         m->ops = kl_ops_cpu();
     } else {
-        return kl_seterr(KL_EUNSUPPORTED, "model on cuda:%d: the CUDA op table is not built",
-                         dev.index);
+        m->ops = kl_ops_cuda();
+        if (!m->ops)
+            return kl_seterr(KL_EUNSUPPORTED, "model on cuda:%d: this build has no CUDA backend",
+                             dev.index);
+        kl_status cs = kl_cuda_ctx_create(dev.index, precision, &m->ops_ctx);
+        if (cs) return kl_preferr(cs, "model on cuda:%d", dev.index);
     }
     int L = spec->n_layers;
     m->n_params = kl_mlp_param_count(spec);
@@ -150,12 +157,9 @@ kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int m
     m->probs = p;
     p += B * C;
     m->row_loss = p;
-    if (dev.kind != KL_DEV_CPU) {
-        m->row_loss_host = malloc((size_t)B * sizeof(float));
-        if (!m->row_loss_host) {
-            kl_mlp_free(m);
-            return kl_seterr(KL_ENOMEM, "allocating loss buffer");
-        }
+    if ((s = kl_host_alloc(dev, 4 * sizeof(float), (void **)&m->host_scalars))) {
+        kl_mlp_free(m);
+        return kl_preferr(s, "allocating the loss buffer");
     }
     return kl_dev_memset0(dev, m->grads, (size_t)m->n_params * sizeof(float));
 }
@@ -164,7 +168,8 @@ void kl_mlp_free(kl_mlp *m) {
     kl_dev_free(m->dev, m->params);
     kl_dev_free(m->dev, m->grads);
     kl_dev_free(m->dev, m->arena);
-    free(m->row_loss_host);
+    kl_host_free(m->dev, m->host_scalars);
+    if (m->ops_ctx) kl_cuda_ctx_free(m->ops_ctx);
     memset(m, 0, sizeof *m);
 }
 
@@ -211,10 +216,8 @@ kl_status kl_mlp_forward(kl_mlp *m, const float *x, int rows, int training, uint
     for (int l = 0; l < L; l++) {
         int in = s->dims[l], out = s->dims[l + 1];
         int hidden = l < L - 1;
-        ops->gemm(m->ops_ctx, 0, 1, rows, out, in, 1.0f, a, in, m->weight[l], in, 0.0f, m->z[l],
-                  out);
-        ops->bias_act_forward(m->ops_ctx, rows, out, hidden ? s->act : KL_ACT_IDENTITY, m->bias[l],
-                              m->z[l], m->y[l]);
+        ops->linear_forward(m->ops_ctx, rows, out, in, a, m->weight[l], m->bias[l],
+                            hidden ? s->act : KL_ACT_IDENTITY, m->z[l], m->y[l]);
         if (hidden && training && s->dropout > 0.0f)
             ops->dropout_forward(m->ops_ctx, (int64_t)rows * out, s->dropout,
                                  layer_seed(dropout_seed, l), m->y[l], m->y[l]);
@@ -237,18 +240,14 @@ kl_status kl_mlp_loss(kl_mlp *m, int rows, const int32_t *labels, const float *t
         m->ops->mse(m->ops_ctx, rows, C, out, targets, m->row_loss, want_grad ? m->dy : NULL,
                     grad_scale);
     }
-    if (mean_loss) {
-        const float *rl = m->row_loss;
-        if (m->dev.kind != KL_DEV_CPU) {
-            KL_TRY(kl_dev_copy_to_host(m->dev, m->row_loss_host, m->row_loss,
-                                       (size_t)rows * sizeof(float)));
-            rl = m->row_loss_host;
-        }
-        double sum = 0.0;
-        for (int i = 0; i < rows; i++)
-            sum += rl[i];
-        *mean_loss = sum / rows;
-    }
+    m->ops->mean_to_host(m->ops_ctx, rows, m->row_loss, &m->host_scalars[0]);
+    if (mean_loss) return kl_mlp_sync_loss(m, mean_loss);
+    return KL_OK;
+}
+
+kl_status kl_mlp_sync_loss(kl_mlp *m, double *mean_loss) {
+    KL_TRY(m->ops->sync(m->ops_ctx));
+    *mean_loss = m->host_scalars[0];
     return KL_OK;
 }
 
@@ -265,7 +264,8 @@ kl_status kl_mlp_backward(kl_mlp *m, const float *x, int rows, uint64_t dropout_
             if (s->dropout > 0.0f)
                 ops->dropout_backward(m->ops_ctx, (int64_t)rows * out, s->dropout,
                                       layer_seed(dropout_seed, l), g, g);
-            ops->bias_act_backward(m->ops_ctx, rows, out, s->act, m->z[l], g, g, m->dbias[l]);
+            ops->bias_act_backward(m->ops_ctx, rows, out, s->act, m->z[l], m->y[l], g, g,
+                                   m->dbias[l]);
         } else {
             ops->colsum(m->ops_ctx, rows, out, g, m->dbias[l]);
         }

@@ -54,7 +54,8 @@ typedef struct {
     float *dx;                     /* scratch gradient, [max_batch, max dim] */
     float *probs;                  /* softmax output [max_batch, classes] */
     float *row_loss;               /* [max_batch] on dev */
-    float *row_loss_host;          /* [max_batch] host copy for the mean (owned; CUDA only) */
+    float *host_scalars;           /* [0] mean loss, [1] gradient norm: written by the device
+                                      asynchronously (kl_host_alloc), read after a sync */
 } kl_mlp;
 
 /* Parses "784-512-256-10" into spec->dims / n_layers (other fields untouched). */
@@ -64,8 +65,10 @@ const char *kl_mlp_layers_str(const kl_mlp_spec *spec, char *buf, int cap);
 /* Checks every field of a spec; the message names the field. */
 kl_status kl_mlp_spec_validate(const kl_mlp_spec *spec);
 
-/* Creates a model with uninitialised parameters on dev, activations for max_batch rows. */
-kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int max_batch);
+/* Creates a model with uninitialised parameters on dev, activations for max_batch rows, and
+ * (off the CPU) the backend context for the given GEMM precision. */
+kl_status kl_mlp_create(kl_mlp *m, const kl_mlp_spec *spec, kl_device dev, int max_batch,
+                        kl_precision precision);
 void kl_mlp_free(kl_mlp *m);
 
 /* He (ReLU/GELU) or Xavier (tanh/sigmoid/identity) uniform initialisation from a seed; biases
@@ -86,9 +89,14 @@ kl_status kl_mlp_forward(kl_mlp *m, const float *x, int rows, int training, uint
 
 /* Loss on the last forward: classification uses labels (device int32 [rows]), regression uses
  * targets (device float [rows, outputs]). Writes m->row_loss and, when backward will follow,
- * the output gradient scaled by grad_scale (usually 1/rows). Returns the mean loss (host). */
+ * the output gradient scaled by grad_scale (usually 1/rows). The mean loss goes to
+ * m->host_scalars[0]: with mean_loss != NULL this waits for it and returns it; with NULL it is
+ * left in flight (a captured step reads it after the replay: kl_mlp_sync_loss). */
 kl_status kl_mlp_loss(kl_mlp *m, int rows, const int32_t *labels, const float *targets,
                       float grad_scale, int want_grad, double *mean_loss);
+
+/* Waits for queued work, reports any backend failure, and returns the last mean loss. */
+kl_status kl_mlp_sync_loss(kl_mlp *m, double *mean_loss);
 
 /* Backward pass after forward + loss(want_grad): fills m->grads. x is the forward's input. */
 kl_status kl_mlp_backward(kl_mlp *m, const float *x, int rows, uint64_t dropout_seed);

@@ -27,10 +27,13 @@ kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, double lr, double *grad_
         return kl_seterr(KL_EINTERNAL, "optimizer covers %lld parameters, model has %lld",
                          (long long)o->n, (long long)m->n_params);
     const kl_optim_spec *s = &o->spec;
-    double norm = 0.0;
     if (s->clip_norm > 0 || grad_norm)
-        norm = kl_clip_grad_norm(m->ops, m->ops_ctx, o->n, m->grads, s->clip_norm);
-    if (grad_norm) *grad_norm = norm;
+        m->ops->clip_grad_norm(m->ops_ctx, o->n, m->grads, (float)s->clip_norm,
+                               &m->host_scalars[1]);
+    if (grad_norm) {
+        KL_TRY(m->ops->sync(m->ops_ctx));
+        *grad_norm = m->host_scalars[1];
+    }
     o->t++;
     if (s->kind == KL_OPTIM_ADAMW) {
         kl_adamw_coeffs c =

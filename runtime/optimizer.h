@@ -39,9 +39,9 @@ void kl_optimizer_free(kl_optimizer *o);
 /* Number of floats of state (for checkpoints). */
 int64_t kl_optimizer_state_len(const kl_optimizer *o);
 
-/* Clips m->grads (if clip_norm > 0) and applies one update at learning rate lr. Returns the
- * gradient norm before clipping in *grad_norm (if not NULL; computed only when clipping or
- * asked). */
+/* Clips m->grads on the device (if clip_norm > 0) and applies one update at learning rate lr.
+ * With grad_norm != NULL it waits and returns the norm before clipping; pass NULL inside a
+ * captured step. */
 kl_status kl_optimizer_step(kl_optimizer *o, kl_mlp *m, double lr, double *grad_norm);
 
 #endif

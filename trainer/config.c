@@ -58,6 +58,9 @@ static const key_def keys[] = {
     {"train.seed", K_INT, F(train_seed), NULL, 0, 9007199254740992.0, 0, "random seed"},
     {"train.threads", K_INT, F(train_threads), NULL, 0, 4096, 0, "CPU threads (0 = all)"},
     {"train.device", K_STR, F(train_device), NULL, 0, 0, 0, "auto, cpu, cuda or cuda:N"},
+    {"train.precision", K_ENUM, F(train_precision), "fp32|tf32|bf16", 0, 0, 0,
+     "GEMM precision on CUDA"},
+    {"train.cuda_graph", K_BOOL, F(train_cuda_graph), NULL, 0, 0, 0, "CUDA graph per step"},
     {"train.patience", K_INT, F(train_patience), NULL, 0, 1e6, 0, "early-stopping patience"},
     {"train.checkpoint_every", K_INT, F(train_checkpoint_every), NULL, 0, 1e12, 0,
      "checkpoint interval in steps"},
@@ -117,6 +120,8 @@ void kl_config_init(kl_train_config *c) {
     c->train_seed = 42;
     c->train_threads = 0;
     c->train_device = dupstr("auto");
+    c->train_precision = dupstr("fp32");
+    c->train_cuda_graph = 1;
     c->train_log_every = 100;
     c->train_progress = dupstr("auto");
     c->output = dupstr("out/model");

@@ -57,6 +57,8 @@ typedef struct {
     int64_t train_seed;       /* seeds init, split, shuffling and dropout */
     int64_t train_threads;    /* CPU threads (0 = all cores) */
     char *train_device;       /* auto | cpu | cuda | cuda:N */
+    char *train_precision;    /* GEMM precision on CUDA: fp32 | tf32 | bf16 */
+    int train_cuda_graph;     /* capture each full-batch step as one CUDA graph */
     int64_t train_patience;   /* early stopping: epochs without val-loss improvement (0 = off) */
     int64_t train_checkpoint_every; /* steps between checkpoints (0 = off) */
     int64_t train_log_every;        /* steps between plain progress lines */

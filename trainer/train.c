@@ -21,24 +21,32 @@
 #include "trainer/progress.h"
 #include "trainer/schedule.h"
 
+/* One staged batch: gathered on the host, copied to the device off the CPU. */
+typedef struct {
+    float *x;    /* features [batch, D], host (pinned off the CPU) */
+    int32_t *y;  /* labels [batch], host */
+    float *t;    /* targets [batch], host */
+    float *dx;   /* device copy of x (NULL on the CPU) */
+    int32_t *dy; /* device copy of y */
+    float *dt;   /* device copy of t */
+    int rows;    /* rows gathered; 0 at the end of the epoch */
+} batch_buf;
+
 /* Everything one run owns, so one cleanup path frees it all. */
 typedef struct {
-    const kl_train_config *cfg; /* the resolved config */
-    kl_prepared_data data;      /* train/val/test, transform, encoder, digest */
-    kl_mlp model;               /* the network */
-    kl_optimizer opt;           /* its optimizer */
-    kl_loader loader;           /* shuffled batches of the training split */
-    kl_schedule sched;          /* learning rate per step */
-    float *bx;                  /* batch features [batch, D] (host) */
-    int32_t *by;                /* batch labels [batch] (host) */
-    float *bt;                  /* batch targets [batch] (host) */
-    float *best;                /* best parameters so far (host), for early stopping */
-    float *dev_x;               /* device staging for features (CUDA only) */
-    int32_t *dev_y;             /* device staging for labels (CUDA only) */
-    float *dev_t;               /* device staging for targets (CUDA only) */
-    FILE *loss_log;             /* per-step loss CSV, or NULL */
-    char ckpt_path[4096];       /* <output>.ckpt, beside the bundle (kept out of it) */
-    char arch[128];             /* architecture string checked on resume */
+    const kl_train_config *cfg;     /* the resolved config */
+    kl_prepared_data data;          /* train/val/test, transform, encoder, digest */
+    kl_mlp model;                   /* the network */
+    kl_optimizer opt;               /* its optimizer */
+    kl_loader loader;               /* shuffled batches of the training split */
+    kl_schedule sched;              /* learning rate per step */
+    batch_buf bufs[KL_INPUT_SLOTS]; /* double-buffered batches: host (pinned) and device */
+    int use_graphs;                 /* capture full-batch steps as CUDA graphs */
+    int graph_ready[KL_MAX_GRAPHS]; /* graph g holds a captured step reading bufs[g] */
+    float *best;                    /* best parameters so far (host), for early stopping */
+    FILE *loss_log;                 /* per-step loss CSV, or NULL */
+    char ckpt_path[4096];           /* <output>.ckpt, beside the bundle (kept out of it) */
+    char arch[128];                 /* architecture string checked on resume */
 } run_state;
 
 static uint64_t step_seed(uint64_t seed, int64_t step) {
@@ -78,22 +86,25 @@ static kl_status evaluate(run_state *r, const kl_dataset *ds, double *loss, doub
     int64_t correct = 0;
     float *probs_host = malloc((size_t)B * C * sizeof(float));
     if (!probs_host) return kl_seterr(KL_ENOMEM, "evaluation buffer");
-    kl_status s = KL_OK;
+    /* Settle the copy stream too: a batch prefetched before a max_steps stop may still be
+     * crossing into the staging buffers reused below. */
+    kl_status s = m->ops->sync(m->ops_ctx);
+    batch_buf *st = &r->bufs[0];
     for (int64_t r0 = 0; r0 < ds->n && !s; r0 += B) {
         int n = (int)(ds->n - r0 < B ? ds->n - r0 : B);
         const float *x = ds->x + r0 * D;
         const int32_t *y = ds->y ? ds->y + r0 : NULL;
         const float *t = ds->t ? ds->t + r0 : NULL;
         if (m->dev.kind != KL_DEV_CPU) {
-            if ((s = kl_dev_copy_from_host(m->dev, r->dev_x, x, (size_t)n * D * sizeof(float))))
+            if ((s = kl_dev_copy_from_host(m->dev, st->dx, x, (size_t)n * D * sizeof(float))))
                 break;
-            x = r->dev_x;
-            if (y && (s = kl_dev_copy_from_host(m->dev, r->dev_y, y, (size_t)n * sizeof(int32_t))))
+            x = st->dx;
+            if (y && (s = kl_dev_copy_from_host(m->dev, st->dy, y, (size_t)n * sizeof(int32_t))))
                 break;
-            if (t && (s = kl_dev_copy_from_host(m->dev, r->dev_t, t, (size_t)n * sizeof(float))))
+            if (t && (s = kl_dev_copy_from_host(m->dev, st->dt, t, (size_t)n * sizeof(float))))
                 break;
-            y = y ? r->dev_y : NULL;
-            t = t ? r->dev_t : NULL;
+            y = y ? st->dy : NULL;
+            t = t ? st->dt : NULL;
         }
         double mean;
         if ((s = kl_mlp_forward(m, x, n, 0, 0))) break;
@@ -218,16 +229,18 @@ static kl_status save_bundle(run_state *r, const kl_train_result *res) {
 static void run_free(run_state *r) {
     kl_loader_free(&r->loader);
     kl_optimizer_free(&r->opt);
-    if (r->model.params) {
-        kl_dev_free(r->model.dev, r->dev_x);
-        kl_dev_free(r->model.dev, r->dev_y);
-        kl_dev_free(r->model.dev, r->dev_t);
+    if (r->model.ops) r->model.ops->sync(r->model.ops_ctx); /* no copy may still target them */
+    for (int i = 0; i < KL_INPUT_SLOTS; i++) {
+        batch_buf *b = &r->bufs[i];
+        kl_host_free(r->model.dev, b->x);
+        kl_host_free(r->model.dev, b->y);
+        kl_host_free(r->model.dev, b->t);
+        kl_dev_free(r->model.dev, b->dx);
+        kl_dev_free(r->model.dev, b->dy);
+        kl_dev_free(r->model.dev, b->dt);
     }
     kl_mlp_free(&r->model);
     kl_prepared_data_free(&r->data);
-    free(r->bx);
-    free(r->by);
-    free(r->bt);
     free(r->best);
     if (r->loss_log) fclose(r->loss_log);
 }
@@ -251,17 +264,72 @@ static void fill_data_config(const kl_train_config *cfg, kl_data_config *dc) {
     dc->limit = cfg->data_limit;
 }
 
-/* Allocates batch buffers (host, and device staging off the CPU). */
+/* Allocates the batch buffers: host memory the device can copy from asynchronously, and device
+ * copies off the CPU. */
 static kl_status alloc_batches(run_state *r, int B, int D) {
-    r->bx = malloc((size_t)B * D * sizeof(float));
-    r->by = malloc((size_t)B * sizeof(int32_t));
-    r->bt = malloc((size_t)B * sizeof(float));
-    if (!r->bx || !r->by || !r->bt) return kl_seterr(KL_ENOMEM, "batch buffers");
     kl_device dev = r->model.dev;
-    if (dev.kind == KL_DEV_CPU) return KL_OK;
-    KL_TRY(kl_dev_malloc(dev, (size_t)B * D * sizeof(float), (void **)&r->dev_x));
-    KL_TRY(kl_dev_malloc(dev, (size_t)B * sizeof(int32_t), (void **)&r->dev_y));
-    return kl_dev_malloc(dev, (size_t)B * sizeof(float), (void **)&r->dev_t);
+    for (int i = 0; i < KL_INPUT_SLOTS; i++) {
+        batch_buf *b = &r->bufs[i];
+        KL_TRY(kl_host_alloc(dev, (size_t)B * D * sizeof(float), (void **)&b->x));
+        KL_TRY(kl_host_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&b->y));
+        KL_TRY(kl_host_alloc(dev, (size_t)B * sizeof(float), (void **)&b->t));
+        if (dev.kind == KL_DEV_CPU) continue;
+        KL_TRY(kl_dev_malloc(dev, (size_t)B * D * sizeof(float), (void **)&b->dx));
+        KL_TRY(kl_dev_malloc(dev, (size_t)B * sizeof(int32_t), (void **)&b->dy));
+        KL_TRY(kl_dev_malloc(dev, (size_t)B * sizeof(float), (void **)&b->dt));
+    }
+    return KL_OK;
+}
+
+/* Gathers the next batch into buffer `slot` and, off the CPU, starts its copy to the device on
+ * the copy stream (it overlaps whatever step is computing). */
+static void fetch(run_state *r, int slot, int cls) {
+    batch_buf *b = &r->bufs[slot];
+    b->rows = (int)kl_loader_next(&r->loader, b->x, cls ? b->y : NULL, cls ? NULL : b->t, NULL);
+    const kl_ops *ops = r->model.ops;
+    if (b->rows <= 0 || !ops->copy_in) return;
+    size_t D = (size_t)r->data.n_features, n = (size_t)b->rows;
+    ops->copy_in(r->model.ops_ctx, slot, b->dx, b->x, n * D * sizeof(float));
+    if (cls)
+        ops->copy_in(r->model.ops_ctx, slot, b->dy, b->y, n * sizeof(int32_t));
+    else
+        ops->copy_in(r->model.ops_ctx, slot, b->dt, b->t, n * sizeof(float));
+}
+
+/* forward, loss, backward, update: the ops of one step (enqueued; nothing waits). */
+static kl_status step_body(run_state *r, const batch_buf *b, int cls, uint64_t seed, double lr) {
+    kl_mlp *m = &r->model;
+    int dev = m->dev.kind != KL_DEV_CPU;
+    const float *x = dev ? b->dx : b->x;
+    const int32_t *y = cls ? (dev ? b->dy : b->y) : NULL;
+    const float *t = cls ? NULL : (dev ? b->dt : b->t);
+    KL_TRY(kl_mlp_forward(m, x, b->rows, 1, seed));
+    KL_TRY(kl_mlp_loss(m, b->rows, y, t, 1.0f / (float)b->rows, 1, NULL));
+    KL_TRY(kl_mlp_backward(m, x, b->rows, seed));
+    return kl_optimizer_step(&r->opt, m, lr, NULL);
+}
+
+/* Runs one step on bufs[slot]. A full batch on a backend with graphs is captured once per
+ * staging buffer and replayed after that; anything else runs op by op. */
+static kl_status run_step(run_state *r, int slot, int cls, uint64_t seed, double lr) {
+    kl_mlp *m = &r->model;
+    const kl_ops *ops = m->ops;
+    batch_buf *b = &r->bufs[slot];
+    if (ops->wait_input) ops->wait_input(m->ops_ctx, slot);
+    if (!r->use_graphs || b->rows != m->max_batch) return step_body(r, b, cls, seed, lr);
+    if (!r->graph_ready[slot]) {
+        KL_TRY(ops->capture_begin(m->ops_ctx, slot));
+        kl_status s = step_body(r, b, cls, seed, lr);
+        kl_status e = ops->capture_end(m->ops_ctx, slot);
+        if (s || e)
+            return kl_preferr(s ? s : e, "capturing the training step as a CUDA graph (set "
+                                         "train.cuda_graph=false to run without)");
+        r->graph_ready[slot] = 1;
+    } else {
+        KL_TRY(ops->replay_begin(m->ops_ctx, slot));
+        KL_TRY(step_body(r, b, cls, seed, lr));
+    }
+    return ops->replay_launch(m->ops_ctx, slot);
 }
 
 static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
@@ -313,7 +381,11 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     kl_mlp_spec spec;
     KL_TRY(build_spec(cfg, d, &spec));
     int B = (int)cfg->train_batch_size;
-    KL_TRY(kl_mlp_create(&r->model, &spec, dev, B));
+    kl_precision prec = KL_PREC_FP32;
+    if (kl_precision_parse(cfg->train_precision, &prec))
+        return kl_seterr(KL_EINVAL, "train.precision: unknown \"%s\"", cfg->train_precision);
+    KL_TRY(kl_mlp_create(&r->model, &spec, dev, B, prec));
+    r->use_graphs = cfg->train_cuda_graph && r->model.ops->capture_begin != NULL;
     kl_mlp *m = &r->model;
     KL_TRY(kl_mlp_init_params(m, (uint64_t)cfg->train_seed));
     char layers[96];
@@ -395,7 +467,6 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                       log ? log : stderr, total, steps_per_epoch, cfg->train_epochs,
                       cfg->train_log_every);
     int cls = spec.task == KL_TASK_CLASSIFICATION;
-    int D = d->n_features;
     double t0 = kl_now();
     int64_t samples = 0;
     res->train_loss = NAN;
@@ -408,35 +479,20 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         skip_batches = 0;
         double loss_sum = 0;
         int64_t loss_rows = 0;
-        for (;;) {
-            int rows = (int)kl_loader_next(&r->loader, r->bx, cls ? r->by : NULL,
-                                           cls ? NULL : r->bt, NULL);
-            if (rows <= 0) break;
-            const float *x = r->bx;
-            const int32_t *y = cls ? r->by : NULL;
-            const float *t = cls ? NULL : r->bt;
-            if (dev.kind != KL_DEV_CPU) {
-                KL_TRY(kl_dev_copy_from_host(dev, r->dev_x, x, (size_t)rows * D * sizeof(float)));
-                if (y)
-                    KL_TRY(kl_dev_copy_from_host(dev, r->dev_y, y, (size_t)rows * sizeof(int32_t)));
-                if (t)
-                    KL_TRY(kl_dev_copy_from_host(dev, r->dev_t, t, (size_t)rows * sizeof(float)));
-                x = r->dev_x;
-                y = y ? r->dev_y : NULL;
-                t = t ? r->dev_t : NULL;
-            }
-            uint64_t ds = step_seed((uint64_t)cfg->train_seed, step);
+        int cur = 0;
+        fetch(r, cur, cls);
+        while (r->bufs[cur].rows > 0) {
+            int rows = r->bufs[cur].rows;
+            double lr = kl_schedule_lr(&r->sched, step);
+            KL_TRY(run_step(r, cur, cls, step_seed((uint64_t)cfg->train_seed, step), lr));
+            fetch(r, cur ^ 1, cls); /* the next batch moves while this step computes */
             double loss;
-            KL_TRY(kl_mlp_forward(m, x, rows, 1, ds));
-            KL_TRY(kl_mlp_loss(m, rows, y, t, 1.0f / (float)rows, 1, &loss));
+            KL_TRY(kl_mlp_sync_loss(m, &loss));
             if (!isfinite(loss))
                 return kl_seterr(KL_EINVAL,
                                  "training diverged at step %lld (loss %g); lower optim.lr or set "
                                  "optim.clip_norm",
                                  (long long)step, loss);
-            KL_TRY(kl_mlp_backward(m, x, rows, ds));
-            double lr = kl_schedule_lr(&r->sched, step);
-            KL_TRY(kl_optimizer_step(&r->opt, m, lr, NULL));
             loss_sum += loss * rows;
             loss_rows += rows;
             samples += rows;
@@ -447,6 +503,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
             if (hooks && hooks->on_step) hooks->on_step(hooks->user, step, loss, lr);
             step++;
             batch_in_epoch++;
+            cur ^= 1;
             if (cfg->train_checkpoint_every > 0 && step % cfg->train_checkpoint_every == 0)
                 KL_TRY(save_checkpoint(r, step, epoch, batch_in_epoch, best_val, bad_epochs,
                                        best_epoch));

@@ -117,7 +117,7 @@ static void cpu_colsum(void *ctx, int m, int n, const float *src, float *dst) {
 }
 
 static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z,
-                                  const float *dy, float *dz, float *dbias) {
+                                  const float *y, const float *dy, float *dz, float *dbias) {
     int64_t total = (int64_t)m * n;
     if (act == KL_ACT_IDENTITY) {
         if (dz != dy) memcpy(dz, dy, (size_t)total * sizeof(float));
@@ -125,6 +125,7 @@ static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const flo
 #pragma omp parallel for schedule(static) if (total >= KL_PAR_MIN)
         for (int i = 0; i < m; i++) {
             const float *zr = z + (int64_t)i * n;
+            const float *yr = y + (int64_t)i * n;
             const float *dyr = dy + (int64_t)i * n;
             float *dzr = dz + (int64_t)i * n;
             /* Both operands are loaded unconditionally so the select vectorises (a
@@ -132,7 +133,7 @@ static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const flo
             if (act == KL_ACT_RELU)
                 for (int j = 0; j < n; j++) {
                     float g = dyr[j];
-                    dzr[j] = zr[j] > 0.0f ? g : 0.0f;
+                    dzr[j] = yr[j] > 0.0f ? g : 0.0f;
                 }
             else
                 for (int j = 0; j < n; j++)
@@ -140,6 +141,12 @@ static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const flo
         }
     }
     if (dbias) cpu_colsum(ctx, m, n, dz, dbias);
+}
+
+static void cpu_linear_forward(void *ctx, int m, int n, int k, const float *x, const float *w,
+                               const float *bias, kl_act act, float *z, float *y) {
+    cpu_gemm(ctx, 0, 1, m, n, k, 1.0f, x, k, w, k, 0.0f, z, n);
+    cpu_bias_act_forward(ctx, m, n, act, bias, z, y);
 }
 
 static void cpu_softmax_xent(void *ctx, int m, int n, const float *logits, const int32_t *labels,
@@ -185,6 +192,14 @@ static void cpu_mse(void *ctx, int m, int n, const float *pred, const float *tar
         }
         if (row_loss) row_loss[i] = (float)(acc / n);
     }
+}
+
+static void cpu_mean_to_host(void *ctx, int n, const float *x, float *host_out) {
+    (void)ctx;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += x[i];
+    *host_out = n > 0 ? (float)(sum / n) : 0.0f;
 }
 
 static void cpu_dropout_forward(void *ctx, int64_t n, float p, uint64_t seed, const float *x,
@@ -264,21 +279,31 @@ static void cpu_scale(void *ctx, int64_t n, float s, float *x) {
         x[i] *= s;
 }
 
-static void cpu_sync(void *ctx) {
+static void cpu_clip_grad_norm(void *ctx, int64_t n, float *x, float max_norm, float *norm_host) {
+    double norm = sqrt(cpu_sumsq(ctx, n, x));
+    if (max_norm > 0 && norm > max_norm) cpu_scale(ctx, n, (float)(max_norm / (norm + 1e-6)), x);
+    if (norm_host) *norm_host = (float)norm;
+}
+
+static kl_status cpu_sync(void *ctx) {
     (void)ctx;
+    return KL_OK;
 }
 
 static const kl_ops cpu_ops = {
     .name = "cpu",
     .gemm = cpu_gemm,
+    .linear_forward = cpu_linear_forward,
     .bias_act_forward = cpu_bias_act_forward,
     .bias_act_backward = cpu_bias_act_backward,
     .softmax_xent = cpu_softmax_xent,
     .mse = cpu_mse,
+    .mean_to_host = cpu_mean_to_host,
     .dropout_forward = cpu_dropout_forward,
     .dropout_backward = cpu_dropout_backward,
     .adamw = cpu_adamw,
     .sgd = cpu_sgd,
+    .clip_grad_norm = cpu_clip_grad_norm,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
     .colsum = cpu_colsum,

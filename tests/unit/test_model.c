@@ -77,7 +77,7 @@ static void check_gradients(kl_act act, float dropout, kl_task task, const char 
     spec.task = task;
     kl_mlp m;
     int rows = 7;
-    assert_int_equal(kl_mlp_create(&m, &spec, kl_cpu(), rows), KL_OK);
+    assert_int_equal(kl_mlp_create(&m, &spec, kl_cpu(), rows, KL_PREC_FP32), KL_OK);
     assert_int_equal(kl_mlp_init_params(&m, 99), KL_OK);
     int D = spec.dims[0], C = spec.dims[spec.n_layers];
     float *x = malloc(sizeof(float) * rows * D), *targets = malloc(sizeof(float) * rows * C);
@@ -162,8 +162,8 @@ static void test_init_is_seeded(void **state) {
     kl_mlp_parse_layers("20-30-4", &s);
     s.act = KL_ACT_RELU;
     kl_mlp a, b;
-    assert_int_equal(kl_mlp_create(&a, &s, kl_cpu(), 4), KL_OK);
-    assert_int_equal(kl_mlp_create(&b, &s, kl_cpu(), 4), KL_OK);
+    assert_int_equal(kl_mlp_create(&a, &s, kl_cpu(), 4, KL_PREC_FP32), KL_OK);
+    assert_int_equal(kl_mlp_create(&b, &s, kl_cpu(), 4, KL_PREC_FP32), KL_OK);
     kl_mlp_init_params(&a, 1);
     kl_mlp_init_params(&b, 1);
     assert_memory_equal(a.params, b.params, sizeof(float) * a.n_params);

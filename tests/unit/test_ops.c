@@ -108,7 +108,7 @@ static void test_bias_act(void **state) {
 
             /* backward vs central differences of the float64 reference */
             float *dz = malloc(sizeof(float) * mn), *db = malloc(sizeof(float) * n);
-            ops->bias_act_backward(NULL, m, n, (kl_act)act, z, w, dz, db);
+            ops->bias_act_backward(NULL, m, n, (kl_act)act, z, y, w, dz, db);
             double *rdz = malloc(sizeof(double) * mn), *rdb = calloc((size_t)n, sizeof(double));
             const double h = 1e-6;
             for (int64_t i = 0; i < mn; i++) {
@@ -127,6 +127,35 @@ static void test_bias_act(void **state) {
             assert_close(db, rdb, n, 1e-4 * m, 1e-4, what);
             free(z0), free(bias), free(w), free(z), free(y), free(ry), free(rz), free(dz), free(db);
             free(rdz), free(rdb);
+        }
+}
+
+/* linear_forward = gemm (x W^T) + bias_act_forward, with z and y both written on the CPU */
+static void test_linear_forward(void **state) {
+    (void)state;
+    static const int shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 65}};
+    for (int act = 0; act < KL_ACT_COUNT; act++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            int m = shapes[si][0], n = shapes[si][1], k = shapes[si][2];
+            float *x = frand((int64_t)m * k, 200 + si, 1.0), *w = frand((int64_t)n * k, 210, 1.0);
+            float *b = frand(n, 220, 1.0);
+            float *z = malloc(sizeof(float) * m * n), *y = malloc(sizeof(float) * m * n);
+            ops->linear_forward(NULL, m, n, k, x, w, b, (kl_act)act, z, y);
+            double *rz = malloc(sizeof(double) * m * n), *ry = malloc(sizeof(double) * m * n);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    double acc = b[j];
+                    for (int p = 0; p < k; p++)
+                        acc += (double)x[i * k + p] * w[j * k + p];
+                    rz[i * n + j] = acc;
+                    ry[i * n + j] = ref_act((kl_act)act, acc);
+                }
+            char what[64];
+            snprintf(what, sizeof what, "linear_forward %s %dx%dx%d", kl_act_name((kl_act)act), m,
+                     n, k);
+            assert_close(z, rz, (int64_t)m * n, 1e-5, 1e-5 * k, what);
+            assert_close(y, ry, (int64_t)m * n, 1e-5, 1e-5 * k, what);
+            free(x), free(w), free(b), free(z), free(y), free(rz), free(ry);
         }
 }
 
@@ -311,13 +340,23 @@ static void test_reductions_and_clip(void **state) {
     double got = ops->sumsq(NULL, n, x);
     assert_true(fabs(got - ref) <= 1e-9 * ref);
 
-    double norm = kl_clip_grad_norm(ops, NULL, n, x, 1.0);
-    assert_true(fabs(norm - sqrt(ref)) <= 1e-9 * sqrt(ref));
+    float norm = 0;
+    ops->clip_grad_norm(NULL, n, x, 1.0f, &norm);
+    assert_int_equal(ops->sync(NULL), KL_OK);
+    assert_true(fabs(norm - sqrt(ref)) <= 1e-6 * sqrt(ref));
     double after = sqrt(ops->sumsq(NULL, n, x));
     if (fabs(after - 1.0) > 1e-4) fail_msg("norm after clipping %.6f, expected 1", after);
     /* below the limit: untouched */
-    double again = kl_clip_grad_norm(ops, NULL, n, x, 10.0);
-    assert_true(fabs(sqrt(ops->sumsq(NULL, n, x)) - again) < 1e-9);
+    float again = 0;
+    ops->clip_grad_norm(NULL, n, x, 10.0f, &again);
+    assert_true(fabs(sqrt(ops->sumsq(NULL, n, x)) - again) < 1e-6);
+
+    float mean = 0;
+    double rmean = 0;
+    for (int64_t i = 0; i < 1000; i++)
+        rmean += x[i];
+    ops->mean_to_host(NULL, 1000, x, &mean);
+    assert_true(fabs(mean - rmean / 1000) < 1e-9 + 1e-6 * fabs(rmean / 1000));
 
     int m = 513, c = 67;
     float *src = frand((int64_t)m * c, 130, 1.0), *dst = malloc(sizeof(float) * c);
@@ -342,10 +381,15 @@ static void test_act_names(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_gemm),         cmocka_unit_test(test_bias_act),
-        cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_mse),
-        cmocka_unit_test(test_dropout),      cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_sgd),          cmocka_unit_test(test_reductions_and_clip),
+        cmocka_unit_test(test_gemm),
+        cmocka_unit_test(test_linear_forward),
+        cmocka_unit_test(test_bias_act),
+        cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_mse),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_reductions_and_clip),
         cmocka_unit_test(test_act_names),
     };
     /* Each backend runs the same tests; the CUDA backend joins when its op table exists. */

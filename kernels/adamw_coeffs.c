@@ -1,14 +1,7 @@
-/* clip.c — backend-independent helpers: gradient-norm clipping (built from two ops, so every
- * backend gets it) and AdamW's per-step scalars. */
+/* adamw_coeffs.c — AdamW's per-step scalars, derived once on the host for every backend. */
 #include <math.h>
 
 #include "kernels/ops.h"
-
-double kl_clip_grad_norm(const kl_ops *ops, void *ctx, int64_t n, float *x, double max_norm) {
-    double norm = sqrt(ops->sumsq(ctx, n, x));
-    if (max_norm > 0 && norm > max_norm) ops->scale(ctx, n, (float)(max_norm / (norm + 1e-6)), x);
-    return norm;
-}
 
 kl_adamw_coeffs kl_adamw_coeffs_for(double lr, double beta1, double beta2, double eps,
                                     double weight_decay, int64_t t) {
