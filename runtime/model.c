@@ -305,6 +305,9 @@ kl_status kl_mlp_predict(kl_mlp *m, const float *x_host, int64_t rows, float *ou
             m->ops->softmax_xent(m->ops_ctx, n, C, res, NULL, m->probs, NULL, NULL, 0.0f);
             res = m->probs;
         }
+        /* The backend's stream is not the one plain copies use: wait for it first. */
+        st = m->ops->sync(m->ops_ctx);
+        if (st) break;
         st = kl_dev_copy_to_host(m->dev, out_host + r0 * C, res, (size_t)n * C * sizeof(float));
     }
     kl_dev_free(m->dev, staging);
