@@ -168,6 +168,7 @@ void kl_mlp_free(kl_mlp *m) {
     kl_dev_free(m->dev, m->params);
     kl_dev_free(m->dev, m->grads);
     kl_dev_free(m->dev, m->arena);
+    kl_dev_free(m->dev, m->input_staging);
     kl_host_free(m->dev, m->host_scalars);
     if (m->ops_ctx) kl_cuda_ctx_free(m->ops_ctx);
     memset(m, 0, sizeof *m);
@@ -286,30 +287,26 @@ kl_status kl_mlp_backward(kl_mlp *m, const float *x, int rows, uint64_t dropout_
 kl_status kl_mlp_predict(kl_mlp *m, const float *x_host, int64_t rows, float *out_host) {
     const kl_mlp_spec *s = &m->spec;
     int D = s->dims[0], C = s->dims[s->n_layers];
-    float *staging = NULL;
-    if (m->dev.kind != KL_DEV_CPU)
-        KL_TRY(kl_dev_malloc(m->dev, (size_t)m->max_batch * D * sizeof(float), (void **)&staging));
-    kl_status st = KL_OK;
-    for (int64_t r0 = 0; r0 < rows && st == KL_OK; r0 += m->max_batch) {
+    if (m->dev.kind != KL_DEV_CPU && !m->input_staging)
+        KL_TRY(kl_dev_malloc(m->dev, (size_t)m->max_batch * D * sizeof(float),
+                             (void **)&m->input_staging));
+    for (int64_t r0 = 0; r0 < rows; r0 += m->max_batch) {
         int n = (int)(rows - r0 < m->max_batch ? rows - r0 : m->max_batch);
         const float *xin = x_host + r0 * D;
-        if (staging) {
-            st = kl_dev_copy_from_host(m->dev, staging, xin, (size_t)n * D * sizeof(float));
-            if (st) break;
-            xin = staging;
+        if (m->input_staging) {
+            KL_TRY(kl_dev_copy_from_host(m->dev, m->input_staging, xin,
+                                         (size_t)n * D * sizeof(float)));
+            xin = m->input_staging;
         }
-        st = kl_mlp_forward(m, xin, n, 0, 0);
-        if (st) break;
+        KL_TRY(kl_mlp_forward(m, xin, n, 0, 0));
         const float *res = m->y[s->n_layers - 1];
         if (s->task == KL_TASK_CLASSIFICATION) {
             m->ops->softmax_xent(m->ops_ctx, n, C, res, NULL, m->probs, NULL, NULL, 0.0f);
             res = m->probs;
         }
         /* The backend's stream is not the one plain copies use: wait for it first. */
-        st = m->ops->sync(m->ops_ctx);
-        if (st) break;
-        st = kl_dev_copy_to_host(m->dev, out_host + r0 * C, res, (size_t)n * C * sizeof(float));
+        KL_TRY(m->ops->sync(m->ops_ctx));
+        KL_TRY(kl_dev_copy_to_host(m->dev, out_host + r0 * C, res, (size_t)n * C * sizeof(float)));
     }
-    kl_dev_free(m->dev, staging);
-    return st;
+    return KL_OK;
 }

@@ -54,6 +54,8 @@ typedef struct {
     float *dx;                     /* scratch gradient, [max_batch, max dim] */
     float *probs;                  /* softmax output [max_batch, classes] */
     float *row_loss;               /* [max_batch] on dev */
+    float *input_staging;          /* [max_batch, dims[0]] device copy of predict()'s input
+                                      (off the CPU), reused by every call */
     float *host_scalars;           /* [0] mean loss, [1] gradient norm: written by the device
                                       asynchronously (kl_host_alloc), read after a sync */
 } kl_mlp;

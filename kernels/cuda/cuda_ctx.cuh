@@ -30,42 +30,42 @@ typedef enum { KL_MODE_EAGER = 0, KL_MODE_CAPTURE = 1, KL_MODE_FILL = 2 } kl_cud
 
 /* A cuBLASLt matmul set up for one shape, transpose pair and epilogue. */
 typedef struct {
-    int transa, transb;          /* cuBLAS (column-major) transposes */
-    int m, n, k;                 /* cuBLAS dimensions */
-    int lda, ldb, ldc;           /* leading dimensions */
-    int epilogue;                /* cublasLtEpilogue_t */
-    int ok;                      /* 1: a heuristic algorithm exists; 0: use the fallback */
-    cublasLtMatmulDesc_t desc;   /* compute type, transposes, epilogue */
-    cublasLtMatrixLayout_t la;   /* layouts of A, B, C (C doubles as D) */
+    int transa, transb;        /* cuBLAS (column-major) transposes */
+    int m, n, k;               /* cuBLAS dimensions */
+    int lda, ldb, ldc;         /* leading dimensions */
+    int epilogue;              /* cublasLtEpilogue_t */
+    int ok;                    /* 1: a heuristic algorithm exists; 0: use the fallback */
+    cublasLtMatmulDesc_t desc; /* compute type, transposes, epilogue */
+    cublasLtMatrixLayout_t la; /* layouts of A, B, C (C doubles as D) */
     cublasLtMatrixLayout_t lb;
     cublasLtMatrixLayout_t lc;
-    cublasLtMatmulAlgo_t algo;   /* the heuristic's first choice */
+    cublasLtMatmulAlgo_t algo; /* the heuristic's first choice */
 } kl_gemm_plan;
 
 typedef struct {
-    int device;                          /* CUDA ordinal */
-    kl_precision precision;              /* GEMM compute type */
-    cudaStream_t stream;                 /* compute */
-    cudaStream_t copy_stream;            /* input staging */
+    int device;                              /* CUDA ordinal */
+    kl_precision precision;                  /* GEMM compute type */
+    cudaStream_t stream;                     /* compute */
+    cudaStream_t copy_stream;                /* input staging */
     cudaEvent_t input_ready[KL_INPUT_SLOTS]; /* last copy into each staging slot */
-    cublasLtHandle_t lt;                 /* cuBLASLt */
-    void *workspace;                     /* cuBLASLt workspace */
-    size_t workspace_size;               /* its bytes */
-    kl_gemm_plan plans[KL_GEMM_PLANS];   /* plan cache */
-    int n_plans;                         /* plans in use */
-    double *dscratch;                    /* [KL_REDUCE_BLOCKS + 2] reduction partials, device */
-    float *fscratch;                     /* [KL_COLSUM_CHUNKS * KL_COLSUM_MAX_COLS] device */
-    float *fscalar;                      /* [4] small device results (mean, norm) */
-    char *slots_host;                    /* [KL_MAX_GRAPHS * KL_SLOT_REGION] pinned */
-    char *slots_dev;                     /* [KL_MAX_GRAPHS * KL_SLOT_REGION] device */
-    size_t slot_off;                     /* bytes of the current region used so far */
-    int mode;                            /* kl_cuda_mode */
-    int graph_id;                        /* graph being captured or refilled */
-    size_t graph_slot_bytes[KL_MAX_GRAPHS]; /* slot bytes each captured step used */
-    cudaGraph_t graph[KL_MAX_GRAPHS];    /* captured steps */
-    cudaGraphExec_t exec[KL_MAX_GRAPHS]; /* their instantiations */
-    kl_status status;                    /* first failure, KL_OK if none */
-    char message[512];                   /* its message */
+    cublasLtHandle_t lt;                     /* cuBLASLt */
+    void *workspace;                         /* cuBLASLt workspace */
+    size_t workspace_size;                   /* its bytes */
+    kl_gemm_plan plans[KL_GEMM_PLANS];       /* plan cache */
+    int n_plans;                             /* plans in use */
+    double *dscratch;                        /* [KL_REDUCE_BLOCKS + 2] reduction partials, device */
+    float *fscratch;                         /* [KL_COLSUM_CHUNKS * KL_COLSUM_MAX_COLS] device */
+    float *fscalar;                          /* [4] small device results (mean, norm) */
+    char *slots_host;                        /* [KL_MAX_GRAPHS * KL_SLOT_REGION] pinned */
+    char *slots_dev;                         /* [KL_MAX_GRAPHS * KL_SLOT_REGION] device */
+    size_t slot_off;                         /* bytes of the current region used so far */
+    int mode;                                /* kl_cuda_mode */
+    int graph_id;                            /* graph being captured or refilled */
+    size_t graph_slot_bytes[KL_MAX_GRAPHS];  /* slot bytes each captured step used */
+    cudaGraph_t graph[KL_MAX_GRAPHS];        /* captured steps */
+    cudaGraphExec_t exec[KL_MAX_GRAPHS];     /* their instantiations */
+    kl_status status;                        /* first failure, KL_OK if none */
+    char message[512];                       /* its message */
 } kl_cuda_ctx;
 
 /* Records the first failure in the context. */
@@ -118,8 +118,8 @@ void kl_cuda_linear_forward(void *ctx, int m, int n, int k, const float *x, cons
 void kl_cuda_gemm_plans_free(kl_cuda_ctx *c);
 void kl_cuda_bias_act_forward(void *ctx, int m, int n, kl_act act, const float *bias, float *z,
                               float *y);
-void kl_cuda_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z,
-                               const float *y, const float *dy, float *dz, float *dbias);
+void kl_cuda_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z, const float *y,
+                               const float *dy, float *dz, float *dbias);
 void kl_cuda_dropout_forward(void *ctx, int64_t n, float p, uint64_t seed, const float *x,
                              float *y);
 void kl_cuda_dropout_backward(void *ctx, int64_t n, float p, uint64_t seed, const float *dy,
@@ -131,8 +131,8 @@ void kl_cuda_sgd(void *ctx, int64_t n, float *param, const float *grad, float *b
 void kl_cuda_scale(void *ctx, int64_t n, float s, float *x);
 void kl_cuda_softmax_xent(void *ctx, int m, int n, const float *logits, const int32_t *labels,
                           float *probs, float *row_loss, float *dlogits, float grad_scale);
-void kl_cuda_mse(void *ctx, int m, int n, const float *pred, const float *target,
-                 float *row_loss, float *dpred, float grad_scale);
+void kl_cuda_mse(void *ctx, int m, int n, const float *pred, const float *target, float *row_loss,
+                 float *dpred, float grad_scale);
 void kl_cuda_mean_to_host(void *ctx, int n, const float *x, float *host_out);
 void kl_cuda_colsum(void *ctx, int m, int n, const float *src, float *dst);
 double kl_cuda_sumsq(void *ctx, int64_t n, const float *x);

@@ -58,8 +58,8 @@ extern "C" kl_status kl_cuda_memset0(int device, void *p, size_t bytes) {
 extern "C" kl_status kl_cuda_memcpy(int device, void *dst, const void *src, size_t bytes,
                                     int to_device) {
     KL_CU_TRY(cudaSetDevice(device));
-    KL_CU_TRY(cudaMemcpy(dst, src, bytes,
-                         to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+    KL_CU_TRY(
+        cudaMemcpy(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
     /* A copy from pageable memory may return before its DMA lands, and kiln's streams do not
      * wait on the legacy stream: wait here so the next kernel on any stream sees the data. */
     if (to_device) KL_CU_TRY(cudaStreamSynchronize(cudaStreamLegacy));

@@ -7,11 +7,16 @@
 
 __device__ __forceinline__ float act_fwd(kl_act act, float z) {
     switch (act) {
-    case KL_ACT_RELU: return z > 0.0f ? z : 0.0f;
-    case KL_ACT_GELU: return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
-    case KL_ACT_TANH: return tanhf(z);
-    case KL_ACT_SIGMOID: return 1.0f / (1.0f + expf(-z));
-    case KL_ACT_IDENTITY: break;
+    case KL_ACT_RELU:
+        return z > 0.0f ? z : 0.0f;
+    case KL_ACT_GELU:
+        return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
+    case KL_ACT_TANH:
+        return tanhf(z);
+    case KL_ACT_SIGMOID:
+        return 1.0f / (1.0f + expf(-z));
+    case KL_ACT_IDENTITY:
+        break;
     }
     return z;
 }
@@ -32,7 +37,8 @@ __device__ __forceinline__ float act_grad(kl_act act, float z) {
         return s * (1.0f - s);
     }
     case KL_ACT_RELU:
-    case KL_ACT_IDENTITY: break;
+    case KL_ACT_IDENTITY:
+        break;
     }
     return 1.0f;
 }
@@ -57,7 +63,7 @@ void kl_cuda_bias_act_forward(void *ctx, int m, int n, kl_act act, const float *
     int64_t total = (int64_t)m * n;
     if (total == 0 || (!bias && act == KL_ACT_IDENTITY && y == z)) return;
     bias_act_fwd_kernel<<<kl_blocks(total, THREADS), THREADS, 0, c->stream>>>(total, n, act, bias,
-                                                                             z, y);
+                                                                              z, y);
     KL_LAUNCHED(c);
 }
 
@@ -74,8 +80,8 @@ __global__ void bias_act_bwd_kernel(int64_t total, kl_act act, const float *z, c
     }
 }
 
-void kl_cuda_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z,
-                               const float *y, const float *dy, float *dz, float *dbias) {
+void kl_cuda_bias_act_backward(void *ctx, int m, int n, kl_act act, const float *z, const float *y,
+                               const float *dy, float *dz, float *dbias) {
     kl_cuda_ctx *c = (kl_cuda_ctx *)ctx;
     if (!kl_cuda_runs(c)) return;
     int64_t total = (int64_t)m * n;
@@ -85,14 +91,15 @@ void kl_cuda_bias_act_backward(void *ctx, int m, int n, kl_act act, const float 
                                      cudaMemcpyDeviceToDevice, c->stream));
         } else {
             bias_act_bwd_kernel<<<kl_blocks(total, THREADS), THREADS, 0, c->stream>>>(total, act, z,
-                                                                                     y, dy, dz);
+                                                                                      y, dy, dz);
             KL_LAUNCHED(c);
         }
     }
     if (dbias) kl_cuda_colsum(ctx, m, n, dz, dbias);
 }
 
-/* ---- dropout: the seed is a per-step scalar ---------------------------------------------------- */
+/* ---- dropout: the seed is a per-step scalar ----------------------------------------------------
+ */
 
 struct dropout_args {
     uint64_t seed; /* counter-based generator seed */
@@ -123,7 +130,8 @@ void kl_cuda_dropout_backward(void *ctx, int64_t n, float p, uint64_t seed, cons
     kl_cuda_dropout_forward(ctx, n, p, seed, dy, dx);
 }
 
-/* ---- optimizers: coefficients are per-step scalars -------------------------------------------- */
+/* ---- optimizers: coefficients are per-step scalars --------------------------------------------
+ */
 
 __global__ void adamw_kernel(int64_t n, float *param, const float *grad, float *m, float *v,
                              kl_adamw_coeffs by_value, const kl_adamw_coeffs *slot) {
@@ -135,7 +143,8 @@ __global__ void adamw_kernel(int64_t n, float *param, const float *grad, float *
         float g = grad[i];
         float p = __fmul_rn(param[i], c.decay);
         float mi = __fadd_rn(m[i], __fmul_rn(c.one_minus_beta1, __fsub_rn(g, m[i])));
-        float vi = __fadd_rn(__fmul_rn(v[i], c.beta2), __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
+        float vi =
+            __fadd_rn(__fmul_rn(v[i], c.beta2), __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
         m[i] = mi;
         v[i] = vi;
         float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), c.bias2_sqrt), c.eps);
@@ -148,8 +157,7 @@ void kl_cuda_adamw(void *ctx, int64_t n, float *param, const float *grad, float 
     kl_cuda_ctx *c = (kl_cuda_ctx *)ctx;
     const kl_adamw_coeffs *slot = (const kl_adamw_coeffs *)kl_cuda_scalars(c, co, sizeof *co);
     if (!kl_cuda_runs(c) || n == 0) return;
-    adamw_kernel<<<kl_blocks(n, THREADS), THREADS, 0, c->stream>>>(n, param, grad, m, v, *co,
-                                                                   slot);
+    adamw_kernel<<<kl_blocks(n, THREADS), THREADS, 0, c->stream>>>(n, param, grad, m, v, *co, slot);
     KL_LAUNCHED(c);
 }
 

@@ -13,9 +13,12 @@
 
 static cublasComputeType_t compute_type(kl_precision p) {
     switch (p) {
-    case KL_PREC_TF32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case KL_PREC_BF16: return CUBLAS_COMPUTE_32F_FAST_16BF;
-    case KL_PREC_FP32: break;
+    case KL_PREC_TF32:
+        return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case KL_PREC_BF16:
+        return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case KL_PREC_FP32:
+        break;
     }
     return CUBLAS_COMPUTE_32F;
 }
@@ -29,7 +32,8 @@ static void plan_destroy(kl_gemm_plan *p) {
 }
 
 void kl_cuda_gemm_plans_free(kl_cuda_ctx *c) {
-    for (int i = 0; i < c->n_plans; i++) plan_destroy(&c->plans[i]);
+    for (int i = 0; i < c->n_plans; i++)
+        plan_destroy(&c->plans[i]);
     c->n_plans = 0;
 }
 
@@ -37,8 +41,8 @@ void kl_cuda_gemm_plans_free(kl_cuda_ctx *c) {
 
 /* Finds or builds the plan for a cuBLAS-convention product. Returns NULL (and records why) only
  * when even a plan without epilogue cannot be made. */
-static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int K, int lda,
-                              int ldb, int ldc, cublasLtEpilogue_t epi) {
+static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int K, int lda, int ldb,
+                              int ldc, cublasLtEpilogue_t epi) {
     for (int i = 0; i < c->n_plans; i++) {
         kl_gemm_plan *p = &c->plans[i];
         if (p->transa == ta && p->transb == tb && p->m == M && p->n == N && p->k == K &&
@@ -60,10 +64,8 @@ static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int 
         st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                             sizeof epi);
     /* Stored shapes: A is M x K (or K x M when transposed), B is K x N (or N x K). */
-    if (LT_OK(st))
-        st = cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, ta ? K : M, ta ? M : K, lda);
-    if (LT_OK(st))
-        st = cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, tb ? N : K, tb ? K : N, ldb);
+    if (LT_OK(st)) st = cublasLtMatrixLayoutCreate(&p->la, CUDA_R_32F, ta ? K : M, ta ? M : K, lda);
+    if (LT_OK(st)) st = cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_32F, tb ? N : K, tb ? K : N, ldb);
     if (LT_OK(st)) st = cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, M, N, ldc);
     if (!LT_OK(st)) {
         plan_destroy(p);
@@ -84,8 +86,8 @@ static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int 
         uint64_t ws = c->workspace_size;
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                              sizeof ws);
-        if (!LT_OK(cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc,
-                                                  pref, 1, &res, &found)))
+        if (!LT_OK(cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref,
+                                                  1, &res, &found)))
             found = 0;
         cublasLtMatmulPreferenceDestroy(pref);
     }
@@ -105,15 +107,19 @@ static bool run_plan(kl_cuda_ctx *c, kl_gemm_plan *p, float alpha, const float *
     if (aux)
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
                                        sizeof aux);
-    cublasStatus_t st = cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta, out,
-                                       p->lc, out, p->lc, &p->algo, c->workspace,
-                                       c->workspace_size, c->stream);
-    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
-        p->ok = 0; /* never again for this plan */
+    cublasStatus_t st =
+        cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta, out, p->lc, out, p->lc,
+                       &p->algo, c->workspace, c->workspace_size, c->stream);
+    if (!LT_OK(st) && p->epilogue != (int)CUBLASLT_EPILOGUE_DEFAULT) {
+        p->ok = 0; /* an epilogue cuBLASLt refuses here: use the unfused path from now on */
         return false;
     }
-    if (!LT_OK(st)) kl_cuda_fail(c, KL_EIO, __FILE__, __LINE__, "cublasLtMatmul",
-                                 cublasGetStatusString(st));
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+        p->ok = 0;
+        return false;
+    }
+    if (!LT_OK(st))
+        kl_cuda_fail(c, KL_EIO, __FILE__, __LINE__, "cublasLtMatmul", cublasGetStatusString(st));
     return true;
 }
 
@@ -123,8 +129,8 @@ void kl_cuda_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, floa
     kl_cuda_ctx *c = (kl_cuda_ctx *)ctx;
     if (!kl_cuda_runs(c)) return;
     /* Row-major C = op(A) op(B)  ==  column-major C^T = op(B)^T op(A)^T. */
-    kl_gemm_plan *p = get_plan(c, trans_b, trans_a, n, m, k, ldb, lda, ldc,
-                               CUBLASLT_EPILOGUE_DEFAULT);
+    kl_gemm_plan *p =
+        get_plan(c, trans_b, trans_a, n, m, k, ldb, lda, ldc, CUBLASLT_EPILOGUE_DEFAULT);
     if (!run_plan(c, p, alpha, b, a, beta, out, NULL, NULL) && c->status == KL_OK)
         kl_cuda_fail(c, KL_EUNSUPPORTED, __FILE__, __LINE__, "cublasLtMatmul",
                      "no algorithm for this shape");

@@ -17,7 +17,8 @@ __device__ double block_sum(double v) {
     return s[0];
 }
 
-/* ---- softmax cross-entropy: one warp per row ------------------------------------------------------ */
+/* ---- softmax cross-entropy: one warp per row
+ * ------------------------------------------------------ */
 
 __global__ void softmax_xent_kernel(int m, int n, const float *logits, const int32_t *labels,
                                     float *probs, float *row_loss, float *dlogits,
@@ -28,23 +29,28 @@ __global__ void softmax_xent_kernel(int m, int n, const float *logits, const int
     const float *l = logits + (int64_t)warp * n;
     float *p = probs + (int64_t)warp * n;
     float mx = -INFINITY;
-    for (int j = lane; j < n; j += 32) mx = fmaxf(mx, l[j]);
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    for (int j = lane; j < n; j += 32)
+        mx = fmaxf(mx, l[j]);
+    for (int o = 16; o > 0; o >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     double sum = 0.0;
     for (int j = lane; j < n; j += 32) {
         float e = expf(l[j] - mx);
         p[j] = e;
         sum += e;
     }
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    for (int o = 16; o > 0; o >>= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
     float inv = (float)(1.0 / sum);
-    for (int j = lane; j < n; j += 32) p[j] *= inv;
+    for (int j = lane; j < n; j += 32)
+        p[j] *= inv;
     if (!labels) return;
     int c = labels[warp];
     if (row_loss && lane == 0) row_loss[warp] = (float)(log(sum) - (double)(l[c] - mx));
     if (dlogits) {
         float *d = dlogits + (int64_t)warp * n;
-        for (int j = lane; j < n; j += 32) d[j] = (p[j] - (j == c ? 1.0f : 0.0f)) * grad_scale;
+        for (int j = lane; j < n; j += 32)
+            d[j] = (p[j] - (j == c ? 1.0f : 0.0f)) * grad_scale;
     }
 }
 
@@ -54,11 +60,12 @@ void kl_cuda_softmax_xent(void *ctx, int m, int n, const float *logits, const in
     if (!kl_cuda_runs(c) || m == 0) return;
     unsigned blocks = (unsigned)(((int64_t)m * 32 + THREADS - 1) / THREADS);
     softmax_xent_kernel<<<blocks, THREADS, 0, c->stream>>>(m, n, logits, labels, probs, row_loss,
-                                                          dlogits, grad_scale);
+                                                           dlogits, grad_scale);
     KL_LAUNCHED(c);
 }
 
-/* ---- MSE: one thread per row ---------------------------------------------------------------------- */
+/* ---- MSE: one thread per row
+ * ---------------------------------------------------------------------- */
 
 __global__ void mse_kernel(int m, int n, const float *pred, const float *target, float *row_loss,
                            float *dpred, float grad_scale) {
@@ -74,20 +81,22 @@ __global__ void mse_kernel(int m, int n, const float *pred, const float *target,
     if (row_loss) row_loss[i] = (float)(acc / n);
 }
 
-void kl_cuda_mse(void *ctx, int m, int n, const float *pred, const float *target,
-                 float *row_loss, float *dpred, float grad_scale) {
+void kl_cuda_mse(void *ctx, int m, int n, const float *pred, const float *target, float *row_loss,
+                 float *dpred, float grad_scale) {
     kl_cuda_ctx *c = (kl_cuda_ctx *)ctx;
     if (!kl_cuda_runs(c) || m == 0) return;
     mse_kernel<<<kl_blocks(m, THREADS), THREADS, 0, c->stream>>>(m, n, pred, target, row_loss,
-                                                                dpred, grad_scale);
+                                                                 dpred, grad_scale);
     KL_LAUNCHED(c);
 }
 
-/* ---- mean of a short vector into pinned host memory ------------------------------------------------- */
+/* ---- mean of a short vector into pinned host memory
+ * ------------------------------------------------- */
 
 __global__ void mean_kernel(int n, const float *x, float *out) {
     double acc = 0.0;
-    for (int i = threadIdx.x; i < n; i += THREADS) acc += x[i];
+    for (int i = threadIdx.x; i < n; i += THREADS)
+        acc += x[i];
     double total = block_sum(acc);
     if (threadIdx.x == 0) *out = n > 0 ? (float)(total / n) : 0.0f;
 }
@@ -101,7 +110,8 @@ void kl_cuda_mean_to_host(void *ctx, int n, const float *x, float *host_out) {
                              c->stream));
 }
 
-/* ---- column sums: row chunks, then chunks summed in order -------------------------------------------- */
+/* ---- column sums: row chunks, then chunks summed in order
+ * -------------------------------------------- */
 
 __global__ void colsum_partial_kernel(int m, int n, int chunks, const float *src, float *part) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -109,7 +119,8 @@ __global__ void colsum_partial_kernel(int m, int n, int chunks, const float *src
     if (j >= n) return;
     int lo = (int)((int64_t)m * chunk / chunks), hi = (int)((int64_t)m * (chunk + 1) / chunks);
     float acc = 0.0f;
-    for (int i = lo; i < hi; i++) acc += src[(int64_t)i * n + j];
+    for (int i = lo; i < hi; i++)
+        acc += src[(int64_t)i * n + j];
     part[(int64_t)chunk * n + j] = acc;
 }
 
@@ -117,7 +128,8 @@ __global__ void colsum_final_kernel(int n, int chunks, const float *part, float 
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= n) return;
     float acc = 0.0f;
-    for (int k = 0; k < chunks; k++) acc += part[(int64_t)k * n + j];
+    for (int k = 0; k < chunks; k++)
+        acc += part[(int64_t)k * n + j];
     dst[j] = acc;
 }
 
@@ -135,11 +147,12 @@ void kl_cuda_colsum(void *ctx, int m, int n, const float *src, float *dst) {
     colsum_partial_kernel<<<grid, THREADS, 0, c->stream>>>(m, n, chunks, src, c->fscratch);
     KL_LAUNCHED(c);
     colsum_final_kernel<<<kl_blocks(n, THREADS), THREADS, 0, c->stream>>>(n, chunks, c->fscratch,
-                                                                         dst);
+                                                                          dst);
     KL_LAUNCHED(c);
 }
 
-/* ---- sums of squares and clipping ------------------------------------------------------------------ */
+/* ---- sums of squares and clipping
+ * ------------------------------------------------------------------ */
 
 /* Pass 1: each of KL_REDUCE_BLOCKS blocks sums a fixed grid-stride share into part[block]. */
 __global__ void sumsq_partial_kernel(int64_t n, const float *x, double *part) {
