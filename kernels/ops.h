@@ -89,8 +89,8 @@ typedef struct kl_ops {
 
     /* A linear layer: z[m,n] = x[m,k] @ w[n,k]^T + bias[n], y = act(z). z is written whenever
      * act's backward needs it (gelu, tanh, sigmoid; always on the CPU); for relu and identity
-     * the backward reads y. y may equal z only for identity. On CUDA the bias and activation
-     * run in cuBLASLt's epilogue where it offers them. */
+     * the backward reads y. y may equal z only for identity. On CUDA the bias (and ReLU) run
+     * in cuBLASLt's epilogue. */
     void (*linear_forward)(void *ctx, int m, int n, int k, const float *x, const float *w,
                            const float *bias, kl_act act, float *z, float *y);
 

@@ -72,12 +72,6 @@ static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int 
         kl_cuda_fail(c, KL_EIO, __FILE__, __LINE__, "cuBLASLt plan", cublasGetStatusString(st));
         return NULL;
     }
-    if (epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
-        /* The aux output (GELU's input) has C's layout; its ld is set now, its pointer per call. */
-        int64_t ld = ldc;
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
-                                       sizeof ld);
-    }
     cublasLtMatmulPreference_t pref = NULL;
     int found = 0;
     cublasLtMatmulHeuristicResult_t res;
@@ -99,14 +93,11 @@ static kl_gemm_plan *get_plan(kl_cuda_ctx *c, int ta, int tb, int M, int N, int 
 
 /* Runs a planned product; returns false if cuBLASLt refused it (the caller falls back). */
 static bool run_plan(kl_cuda_ctx *c, kl_gemm_plan *p, float alpha, const float *a, const float *b,
-                     float beta, float *out, const float *bias, float *aux) {
+                     float beta, float *out, const float *bias) {
     if (!p || !p->ok) return false;
     if (bias)
         cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                        sizeof bias);
-    if (aux)
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
-                                       sizeof aux);
     cublasStatus_t st =
         cublasLtMatmul(c->lt, p->desc, &alpha, a, p->la, b, p->lb, &beta, out, p->lc, out, p->lc,
                        &p->algo, c->workspace, c->workspace_size, c->stream);
@@ -131,7 +122,7 @@ void kl_cuda_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, floa
     /* Row-major C = op(A) op(B)  ==  column-major C^T = op(B)^T op(A)^T. */
     kl_gemm_plan *p =
         get_plan(c, trans_b, trans_a, n, m, k, ldb, lda, ldc, CUBLASLT_EPILOGUE_DEFAULT);
-    if (!run_plan(c, p, alpha, b, a, beta, out, NULL, NULL) && c->status == KL_OK)
+    if (!run_plan(c, p, alpha, b, a, beta, out, NULL) && c->status == KL_OK)
         kl_cuda_fail(c, KL_EUNSUPPORTED, __FILE__, __LINE__, "cublasLtMatmul",
                      "no algorithm for this shape");
 }
@@ -142,29 +133,23 @@ void kl_cuda_linear_forward(void *ctx, int m, int n, int k, const float *x, cons
     if (!kl_cuda_runs(c)) return;
     /* C^T[n,m] = W^T x^T: first operand W (row-major [n,k] = column-major [k,n], transposed),
      * second x (row-major [m,k] = column-major [k,m]). */
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    float *out = z;
-    float *aux = NULL;
-    if (act == KL_ACT_RELU) {
-        epi = CUBLASLT_EPILOGUE_RELU_BIAS; /* y only: ReLU's backward reads y */
-        out = y;
-    } else if (act == KL_ACT_GELU) {
-        epi = CUBLASLT_EPILOGUE_GELU_AUX_BIAS; /* y, and z (GELU's input) as aux */
-        out = y;
-        aux = z;
-    }
+    /* ReLU runs in the epilogue. GELU does not: cuBLASLt's GELU epilogue is the tanh
+     * approximation, and kiln's GELU is the exact erf form on every backend (and in ONNX), so
+     * it gets the BIAS epilogue and kiln's own activation kernel, like tanh and sigmoid. */
+    cublasLtEpilogue_t epi =
+        act == KL_ACT_RELU ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+    float *out = act == KL_ACT_RELU ? y : z; /* ReLU: y only, its backward reads y */
     if (bias) {
         kl_gemm_plan *p = get_plan(c, 1, 0, n, m, k, k, k, n, epi);
-        if (run_plan(c, p, 1.0f, w, x, 0.0f, out, bias, aux)) {
-            /* identity: y is z; tanh and sigmoid: the bias is in, the activation is ours */
-            if (act == KL_ACT_TANH || act == KL_ACT_SIGMOID)
+        if (run_plan(c, p, 1.0f, w, x, 0.0f, out, bias)) {
+            if (act != KL_ACT_RELU && act != KL_ACT_IDENTITY)
                 kl_cuda_bias_act_forward(ctx, m, n, act, NULL, z, y);
             return;
         }
     }
     /* Fallback: plain product into z, then bias and activation in one kernel. */
     kl_gemm_plan *p = get_plan(c, 1, 0, n, m, k, k, k, n, CUBLASLT_EPILOGUE_DEFAULT);
-    if (!run_plan(c, p, 1.0f, w, x, 0.0f, z, NULL, NULL)) {
+    if (!run_plan(c, p, 1.0f, w, x, 0.0f, z, NULL)) {
         if (c->status == KL_OK)
             kl_cuda_fail(c, KL_EUNSUPPORTED, __FILE__, __LINE__, "cublasLtMatmul",
                          "no algorithm for this shape");
