@@ -9,6 +9,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "kernels/activation_math.h" /* kl_act_forward, kl_act_derivative */
 #include "kernels/ops.h"
 
 #define KL_PAR_MIN (1 << 15)
@@ -34,46 +35,6 @@ static void cpu_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, f
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-static inline float act_forward(kl_act act, float z) {
-    switch (act) {
-    case KL_ACT_RELU:
-        return z > 0.0f ? z : 0.0f;
-    case KL_ACT_GELU:
-        return 0.5f * z * (1.0f + erff(z * (float)M_SQRT1_2));
-    case KL_ACT_TANH:
-        return tanhf(z);
-    case KL_ACT_SIGMOID:
-        return 1.0f / (1.0f + expf(-z));
-    case KL_ACT_IDENTITY:
-        break;
-    }
-    return z;
-}
-
-/* d act(z) / dz */
-static inline float act_derivative(kl_act act, float z) {
-    switch (act) {
-    case KL_ACT_RELU:
-        return z > 0.0f ? 1.0f : 0.0f;
-    case KL_ACT_GELU: {
-        float cdf = 0.5f * (1.0f + erff(z * (float)M_SQRT1_2));
-        float pdf = expf(-0.5f * z * z) * 0.3989422804014327f; /* 1/sqrt(2 pi) */
-        return cdf + z * pdf;
-    }
-    case KL_ACT_TANH: {
-        float t = tanhf(z);
-        return 1.0f - t * t;
-    }
-    case KL_ACT_SIGMOID: {
-        float s = 1.0f / (1.0f + expf(-z));
-        return s * (1.0f - s);
-    }
-    case KL_ACT_IDENTITY:
-        break;
-    }
-    return 1.0f;
-}
-
 static void cpu_bias_act_forward(void *ctx, int m, int n, kl_act act, const float *bias, float *z,
                                  float *y) {
     (void)ctx;
@@ -92,7 +53,7 @@ static void cpu_bias_act_forward(void *ctx, int m, int n, kl_act act, const floa
             if (yr != zr) memcpy(yr, zr, (size_t)n * sizeof(float));
         } else {
             for (int j = 0; j < n; j++)
-                yr[j] = act_forward(act, zr[j]);
+                yr[j] = kl_act_forward(act, zr[j]);
         }
     }
 }
@@ -137,7 +98,7 @@ static void cpu_bias_act_backward(void *ctx, int m, int n, kl_act act, const flo
                 }
             else
                 for (int j = 0; j < n; j++)
-                    dzr[j] = dyr[j] * act_derivative(act, zr[j]);
+                    dzr[j] = dyr[j] * kl_act_derivative(act, zr[j]);
         }
     }
     if (dbias) cpu_colsum(ctx, m, n, dz, dbias);

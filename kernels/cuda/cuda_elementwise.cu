@@ -3,45 +3,9 @@
  * formulas and operation order as the CPU so results agree to rounding. */
 #include "kernels/cuda/cuda_ctx.cuh"
 
+#include "kernels/activation_math.h" /* kl_act_forward, kl_act_derivative (static inline) */
+
 #define THREADS 256
-
-__device__ __forceinline__ float act_fwd(kl_act act, float z) {
-    switch (act) {
-    case KL_ACT_RELU:
-        return z > 0.0f ? z : 0.0f;
-    case KL_ACT_GELU:
-        return 0.5f * z * (1.0f + erff(z * 0.70710678118654752f));
-    case KL_ACT_TANH:
-        return tanhf(z);
-    case KL_ACT_SIGMOID:
-        return 1.0f / (1.0f + expf(-z));
-    case KL_ACT_IDENTITY:
-        break;
-    }
-    return z;
-}
-
-__device__ __forceinline__ float act_grad(kl_act act, float z) {
-    switch (act) {
-    case KL_ACT_GELU: {
-        float cdf = 0.5f * (1.0f + erff(z * 0.70710678118654752f));
-        float pdf = expf(-0.5f * z * z) * 0.3989422804014327f;
-        return cdf + z * pdf;
-    }
-    case KL_ACT_TANH: {
-        float t = tanhf(z);
-        return 1.0f - t * t;
-    }
-    case KL_ACT_SIGMOID: {
-        float s = 1.0f / (1.0f + expf(-z));
-        return s * (1.0f - s);
-    }
-    case KL_ACT_RELU:
-    case KL_ACT_IDENTITY:
-        break;
-    }
-    return 1.0f;
-}
 
 __global__ void bias_act_fwd_kernel(int64_t total, int n, kl_act act, const float *bias, float *z,
                                     float *y) {
@@ -52,7 +16,7 @@ __global__ void bias_act_fwd_kernel(int64_t total, int n, kl_act act, const floa
             v += bias[i % n];
             z[i] = v;
         }
-        y[i] = act_fwd(act, v);
+        y[i] = kl_act_forward(act, v);
     }
 }
 
@@ -76,7 +40,7 @@ __global__ void bias_act_bwd_kernel(int64_t total, kl_act act, const float *z, c
         if (act == KL_ACT_RELU)
             dz[i] = y[i] > 0.0f ? g : 0.0f;
         else
-            dz[i] = g * act_grad(act, z[i]);
+            dz[i] = g * kl_act_derivative(act, z[i]);
     }
 }
 
