@@ -1,0 +1,139 @@
+/* mlflow.h — a C client for MLflow's REST API (tracking, artifacts, logged models, registry).
+ *
+ * tracking/ is self-contained (it could be lifted out as its own library): it knows MLflow and
+ * HTTP, nothing of kiln's models or data. The connection comes from the same environment
+ * variables MLflow's own clients read: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD
+ * (basic), MLFLOW_TRACKING_TOKEN (bearer), MLFLOW_TRACKING_SERVER_CERT_PATH,
+ * MLFLOW_TRACKING_INSECURE_TLS. Requests reuse one connection, time out, and retry connection
+ * errors, 408, 429 and 5xx with exponential backoff and jitter, honouring Retry-After. MLflow's
+ * error bodies ({"error_code","message"}) become the kl_errmsg() text, with the HTTP status.
+ *
+ * A client is not thread-safe: one per thread (the async logger owns its own). */
+#ifndef KL_MLFLOW_H
+#define KL_MLFLOW_H
+
+#include <stdint.h>
+
+#include "runtime/status.h"
+
+typedef struct kl_mlflow kl_mlflow;
+
+/* Connection settings; zero/NULL fields take the environment's value, then the default. */
+typedef struct {
+    const char *uri;       /* "http(s)://host:port[/prefix]"; NULL: MLFLOW_TRACKING_URI */
+    double timeout_s;      /* per request (default 30) */
+    int max_retries;       /* retries after the first try (default 5) */
+    double backoff_base_s; /* first backoff (default 0.5), doubled each retry, +-50% jitter */
+    double backoff_max_s;  /* cap on one backoff (default 30) */
+} kl_mlflow_opts;
+
+/* Opens a client. KL_ENOTFOUND if no URI is given and MLFLOW_TRACKING_URI is unset. */
+kl_status kl_mlflow_open(const kl_mlflow_opts *opts, kl_mlflow **out);
+void kl_mlflow_close(kl_mlflow *c);
+
+/* The tracking URI in use (without credentials). */
+const char *kl_mlflow_uri(const kl_mlflow *c);
+
+/* HTTP status of the last request (0 if it never got a response). */
+int kl_mlflow_last_http_status(const kl_mlflow *c);
+
+/* ---- experiments and runs ---------------------------------------------------------------- */
+
+typedef struct {
+    const char *key;   /* tag or param key */
+    const char *value; /* its value */
+} kl_kv;
+
+typedef struct {
+    const char *key; /* metric name, e.g. "train/loss" or "system/cpu_utilization_percentage" */
+    double value;    /* NaN and infinities are sent as MLflow expects */
+    int64_t timestamp_ms; /* ms since the epoch */
+    int64_t step;         /* training step */
+} kl_metric;
+
+/* Finds the experiment by name or creates it (race-safe); id gets the experiment id. */
+kl_status kl_mlflow_experiment(kl_mlflow *c, const char *name, char id[64]);
+
+typedef struct {
+    char run_id[64];        /* the new run's id */
+    char artifact_uri[512]; /* e.g. "mlflow-artifacts:/1/<run_id>/artifacts" */
+} kl_mlflow_run;
+
+kl_status kl_mlflow_create_run(kl_mlflow *c, const char *experiment_id, const char *run_name,
+                               int64_t start_ms, const kl_kv *tags, int n_tags, kl_mlflow_run *out);
+
+/* status: "RUNNING", "FINISHED", "FAILED" or "KILLED". */
+kl_status kl_mlflow_update_run(kl_mlflow *c, const char *run_id, const char *status,
+                               int64_t end_ms);
+
+/* Logs any number of metrics, params and tags, cut into requests within MLflow's limits
+ * (1000 metrics, 100 params, 100 tags, 1000 entries, 1 MB per request). */
+kl_status kl_mlflow_log_batch(kl_mlflow *c, const char *run_id, const kl_metric *metrics,
+                              int n_metrics, const kl_kv *params, int n_params, const kl_kv *tags,
+                              int n_tags);
+
+/* One dataset input of a run (runs/log-inputs). */
+typedef struct {
+    const char *name;        /* dataset name */
+    const char *digest;      /* e.g. "sha256:..." (sent as MLflow's short digest field) */
+    const char *source_type; /* e.g. "local" */
+    const char *source;      /* JSON text, e.g. {"uri": "/path"} */
+    const char *schema;      /* JSON text or NULL */
+    const char *profile;     /* JSON text or NULL */
+    const char *context;     /* "train", "validation" or "test" (the mlflow.data.context tag) */
+} kl_mlflow_dataset;
+
+kl_status kl_mlflow_log_inputs(kl_mlflow *c, const char *run_id, const kl_mlflow_dataset *ds,
+                               int n);
+
+/* ---- artifacts ------------------------------------------------------------------------------ */
+
+/* Uploads a local file to <artifact_uri>/<artifact_path> (artifact_path may hold '/'), streamed
+ * from disk, through the server's artifact proxy. */
+kl_status kl_mlflow_upload_file(kl_mlflow *c, const char *artifact_uri, const char *local_path,
+                                const char *artifact_path);
+
+/* Uploads every regular file under local_dir to <artifact_uri>/<artifact_dir>/... */
+kl_status kl_mlflow_upload_dir(kl_mlflow *c, const char *artifact_uri, const char *local_dir,
+                               const char *artifact_dir);
+
+/* Downloads <artifact_uri>/<artifact_path> (a file or a directory, recursively) to local_path,
+ * streaming to disk. */
+kl_status kl_mlflow_download(kl_mlflow *c, const char *artifact_uri, const char *artifact_path,
+                             const char *local_path);
+
+/* ---- MLflow 3 logged models --------------------------------------------------------------- */
+
+typedef struct {
+    char model_id[80];      /* "m-<32 hex>" */
+    char artifact_uri[512]; /* where its files go */
+} kl_mlflow_logged_model;
+
+/* Creates a logged model linked to run_id (source run) and records it as the run's output. */
+kl_status kl_mlflow_create_logged_model(kl_mlflow *c, const char *experiment_id, const char *run_id,
+                                        const char *name, int64_t step, const kl_kv *params,
+                                        int n_params, kl_mlflow_logged_model *out);
+
+/* ready: 1 → LOGGED_MODEL_READY, 0 → LOGGED_MODEL_UPLOAD_FAILED. */
+kl_status kl_mlflow_finalize_logged_model(kl_mlflow *c, const char *model_id, int ready);
+
+/* ---- registry -------------------------------------------------------------------------------- */
+
+/* Creates the registered model if missing. */
+kl_status kl_mlflow_registered_model(kl_mlflow *c, const char *name, const char *description);
+
+/* Creates a new version from source (e.g. "models:/m-..." or a run's artifact URI); version
+ * receives its number as text. */
+kl_status kl_mlflow_create_model_version(kl_mlflow *c, const char *name, const char *source,
+                                         const char *run_id, const char *model_id,
+                                         const kl_kv *tags, int n_tags, char version[32]);
+
+kl_status kl_mlflow_set_alias(kl_mlflow *c, const char *name, const char *alias,
+                              const char *version);
+kl_status kl_mlflow_get_alias(kl_mlflow *c, const char *name, const char *alias, char version[32]);
+
+/* The artifact URI a model version's files live at (model-versions/get-download-uri). */
+kl_status kl_mlflow_model_version_uri(kl_mlflow *c, const char *name, const char *version,
+                                      char uri[512]);
+
+#endif
