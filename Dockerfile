@@ -9,7 +9,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev \
-      libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libssl-dev \
+      libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libssl-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -21,6 +21,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libopenblas0-openmp libgomp1 libcjson1 libyaml-0-2 libprotobuf-c1 zlib1g libssl3t64 \
+      libcurl4t64 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 kiln
 COPY --from=build /build/kiln /usr/local/bin/kiln

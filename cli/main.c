@@ -16,6 +16,9 @@ static const command commands[] = {
     {"predict", kl_cmd_predict, "score a file with a model bundle (--model DIR --input FILE)"},
     {"export-onnx", kl_cmd_export_onnx, "write a bundle's model as ONNX (BUNDLE -o FILE)"},
     {"data", kl_cmd_data, "inspect datasets (describe FILE)"},
+    {"tracking", kl_cmd_tracking, "send spooled MLflow records (sync)"},
+    {"register", kl_cmd_register, "register a run's model in MLflow (--run ID --name NAME)"},
+    {"alias", kl_cmd_alias, "set or read a registered model's alias (set|get NAME ALIAS ...)"},
 };
 
 static void usage(FILE *f) {

@@ -10,16 +10,20 @@
 #include "runtime/bundle.h"
 #include "runtime/device.h"
 #include "runtime/model.h"
+#include "tracking/model_uri.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln predict --model BUNDLE --input FILE [--labels FILE] [--output FILE]\n"
+    fprintf(f, "usage: kiln predict --model BUNDLE|models:/NAME/VERSION|models:/NAME@ALIAS\n"
+               "                    --input FILE [--labels FILE] [--output FILE]\n"
                "                    [--batch-size N] [--threads N] [--device auto|cpu|cuda]\n"
                "\n"
                "Scores every row of FILE (IDX images or CSV, as the model was trained on) and\n"
                "writes CSV: index,prediction,prob_<class>... (classification) or\n"
                "index,prediction (regression). --output - (the default) writes to stdout.\n"
                "With labels (an IDX labels file, or the label column of a CSV) it also prints\n"
-               "the accuracy or mean squared error to stderr.\n");
+               "the accuracy or mean squared error to stderr. A models:/ URI is resolved in the\n"
+               "MLflow registry (MLFLOW_TRACKING_URI) and downloaded once into the model cache\n"
+               "($KILN_MODEL_CACHE, else ~/.cache/kiln/models), checked on every reuse.\n");
 }
 
 /* Writes a CSV-safe field: quoted when it holds a comma, quote or newline. */
@@ -121,8 +125,10 @@ int kl_cmd_predict(int argc, char **argv) {
     memset(&m, 0, sizeof m);
     int rc = 1;
     kl_device dev;
+    char model_dir[4096]; /* the bundle; a models:/ URI is downloaded into the model cache */
     if (kl_device_resolve(device, 0, &dev) != KL_OK) goto fail;
-    if (kl_bundle_load(model, &b) != KL_OK) goto fail;
+    if (kl_model_uri_resolve(model, model_dir, sizeof model_dir) != KL_OK) goto fail;
+    if (kl_bundle_load(model_dir, &b) != KL_OK) goto fail;
     if (kl_data_load_input(b.encoder_json, input, labels, 0, &ds) != KL_OK) goto fail;
     if (ds.d != b.n_features) {
         kl_seterr(KL_EINVAL, "%s: %lld features per row, the model expects %d", input,

@@ -1,5 +1,6 @@
 /* train.c — `kiln train --config FILE.yaml [--set key=value ...] [--resume]`. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,15 +8,26 @@
 #include "cli/cli.h"
 #include "trainer/train.h"
 
+/* Ctrl-C: finish the step in flight, end the MLflow run as KILLED, exit non-zero. A second
+ * Ctrl-C ends the process at once. */
+static void on_sigint(int sig) {
+    (void)sig;
+    kl_train_request_stop();
+    signal(SIGINT, SIG_DFL);
+}
+
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: kiln train --config FILE.yaml [--set key=value ...] [--resume] [--quiet]\n"
+        "usage: kiln train --config FILE.yaml [--set key=value ...] [--resume] [--register NAME]\n"
+        "                  [--print-config] [--quiet]\n"
         "\n"
         "Trains an MLP as the config says and writes a model bundle to `output`.\n"
         "  --config FILE     YAML config (sections data, model, optim, schedule, train, output)\n"
         "  --set key=value   override one key, e.g. --set train.epochs=3 --set optim.lr=3e-4\n"
         "  --resume          continue from the checkpoint <output>.ckpt if it exists\n"
+        "  --register NAME   add the trained model to MLflow's registry as a new version of\n"
+        "                    NAME (needs MLFLOW_TRACKING_URI or tracking.uri)\n"
         "  --print-config    print the resolved config as YAML and exit\n"
         "  --quiet           no progress output\n"
         "\nKeys (defaults in parentheses):\n"
@@ -32,7 +44,12 @@ static void usage(FILE *f) {
         "  train.threads (0 = all cores) train.device (auto|cpu|cuda|cuda:N)\n"
         "  train.patience (0 = off) train.checkpoint_every (0 = off) train.log_every (100)\n"
         "  train.progress (auto|bar|plain|none)\n"
-        "  output (out/model)\n");
+        "  tracking.uri (MLFLOW_TRACKING_URI) tracking.experiment (kiln) tracking.run_name\n"
+        "  tracking.register tracking.spool_dir tracking.system_interval (10 s)\n"
+        "  output (out/model)\n"
+        "\nWith a tracking URI every run is recorded in MLflow: params, metrics, datasets,\n"
+        "artifacts and the model. If MLflow cannot be reached, records wait in a spool and\n"
+        "`kiln tracking sync` sends them later.\n");
 }
 
 int kl_cmd_train(int argc, char **argv) {
@@ -45,6 +62,8 @@ int kl_cmd_train(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
             config = argv[++i];
         } else if (!strcmp(argv[i], "--set") && i + 1 < argc) {
+            i++; /* applied after the file, below */
+        } else if (!strcmp(argv[i], "--register") && i + 1 < argc) {
             i++; /* applied after the file, below */
         } else if (!strcmp(argv[i], "--resume")) {
             resume = 1;
@@ -70,6 +89,11 @@ int kl_cmd_train(int argc, char **argv) {
             rc = kl_cli_fail("train");
             goto done;
         }
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--register")) {
+            free(cfg.tracking_register);
+            cfg.tracking_register = strdup(argv[++i]);
+        }
     if (print_config) {
         kl_config_write_yaml(&cfg, stdout);
         goto done;
@@ -82,6 +106,7 @@ int kl_cmd_train(int argc, char **argv) {
         free(cfg.train_progress);
         cfg.train_progress = strdup("none");
     }
+    signal(SIGINT, on_sigint);
     kl_train_result res;
     if (kl_train_run(&cfg, resume, quiet ? NULL : stderr, NULL, &res) != KL_OK) {
         rc = kl_cli_fail("train");

@@ -12,6 +12,8 @@
 
 /* Number of visible CUDA devices; -1 when the build has no CUDA. Never fails. */
 int kl_cuda_device_count(void);
+/* Why there is no usable device (after kl_cuda_device_count returned 0 or -1). */
+const char *kl_cuda_unavailable_reason(void);
 
 kl_status kl_cuda_malloc(int device, size_t bytes, void **out);
 void kl_cuda_free(int device, void *p);

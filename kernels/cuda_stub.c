@@ -5,6 +5,10 @@ int kl_cuda_device_count(void) {
     return -1;
 }
 
+const char *kl_cuda_unavailable_reason(void) {
+    return "this build of kiln has no CUDA support";
+}
+
 static kl_status no_cuda(void) {
     return kl_seterr(KL_EUNSUPPORTED, "this build of kiln has no CUDA support");
 }

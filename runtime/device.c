@@ -41,17 +41,25 @@ kl_status kl_device_resolve(const char *text, int quiet, kl_device *out) {
     if (out->kind == KL_DEV_CPU) return KL_OK;
     int n = kl_cuda_device_count();
     if (n > out->index && kl_ops_cuda()) return KL_OK;
+    /* Asked for by name, a missing GPU is an error (as torch.device("cuda") is); "auto" falls
+     * back to the CPU with a notice. */
+    if (!is_auto) {
+        if (n > 0)
+            return kl_seterr(KL_EUNSUPPORTED, "device \"%s\": only %d CUDA device(s) present", text,
+                             n);
+        return kl_seterr(KL_EUNSUPPORTED, "device \"%s\": CUDA unavailable (%s)", text,
+                         kl_cuda_unavailable_reason());
+    }
     if (!quiet) {
         if (n > out->index)
             fprintf(stderr,
                     "kiln: notice: this build's CUDA op table is not ready; using the CPU\n");
-        else if (n < 0)
-            fprintf(stderr, "kiln: notice: this build has no CUDA support; using the CPU\n");
-        else if (n == 0)
-            fprintf(stderr, "kiln: notice: no CUDA device found; using the CPU\n");
-        else
+        else if (n > 0)
             fprintf(stderr, "kiln: notice: cuda:%d not present (%d device(s)); using the CPU\n",
                     out->index, n);
+        else
+            fprintf(stderr, "kiln: notice: CUDA unavailable (%s); using the CPU\n",
+                    kl_cuda_unavailable_reason());
     }
     *out = kl_cpu();
     return KL_OK;

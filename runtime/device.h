@@ -28,8 +28,9 @@ static inline kl_device kl_cpu(void) {
 /* Parses "cpu", "cuda", "cuda:N" or "auto". */
 kl_status kl_device_parse(const char *text, kl_device *out, int *is_auto);
 
-/* Resolves a requested device to one this process can use. "auto" or "cuda" without a usable
- * GPU resolves to the CPU and prints one notice line to stderr (unless quiet). */
+/* Resolves a requested device to one this process can use. "auto" without a usable GPU resolves
+ * to the CPU and prints one notice line to stderr (unless quiet); "cuda" or "cuda:N" without one
+ * is an error saying why (no device, no driver, a driver older than the runtime). */
 kl_status kl_device_resolve(const char *text, int quiet, kl_device *out);
 
 /* "cpu" or "cuda:N" */

@@ -64,6 +64,8 @@ const char *kl_status_name(kl_status s) {
         return "unsupported";
     case KL_EINTERNAL:
         return "internal error";
+    case KL_ECANCELED:
+        return "canceled";
     }
     return "unknown error";
 }

@@ -17,6 +17,7 @@ typedef enum {
     KL_ENOTFOUND = -5,    /* a named thing does not exist */
     KL_EUNSUPPORTED = -6, /* valid but not supported by this build or device */
     KL_EINTERNAL = -7,    /* a broken invariant: a bug in kiln */
+    KL_ECANCELED = -8,    /* stopped on request (Ctrl-C) */
 } kl_status;
 
 /* The message of the last error set on this thread ("" if none). */

@@ -68,6 +68,13 @@ static const key_def keys[] = {
     {"train.progress", K_ENUM, F(train_progress), "auto|bar|plain|none", 0, 0, 0, "progress"},
     {"train.loss_log", K_STR, F(train_loss_log), NULL, 0, 0, 0, "per-step loss CSV"},
     {"train.save_init", K_BOOL, F(train_save_init), NULL, 0, 0, 0, "save initial weights"},
+    {"tracking.uri", K_STR, F(tracking_uri), NULL, 0, 0, 0, "MLflow tracking URI"},
+    {"tracking.experiment", K_STR, F(tracking_experiment), NULL, 0, 0, 0, "experiment"},
+    {"tracking.run_name", K_STR, F(tracking_run_name), NULL, 0, 0, 0, "run name"},
+    {"tracking.register", K_STR, F(tracking_register), NULL, 0, 0, 0, "registered model"},
+    {"tracking.spool_dir", K_STR, F(tracking_spool_dir), NULL, 0, 0, 0, "spool directory"},
+    {"tracking.system_interval", K_FLOAT, F(tracking_system_interval), NULL, 0.1, 3600, 0,
+     "seconds between system metric samples"},
     {"output", K_STR, F(output), NULL, 0, 0, 0, "bundle directory"},
 };
 #undef F
@@ -124,6 +131,8 @@ void kl_config_init(kl_train_config *c) {
     c->train_cuda_graph = 1;
     c->train_log_every = 100;
     c->train_progress = dupstr("auto");
+    c->tracking_experiment = dupstr("kiln");
+    c->tracking_system_interval = 10.0;
     c->output = dupstr("out/model");
 }
 

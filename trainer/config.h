@@ -65,6 +65,13 @@ typedef struct {
     char *train_progress;           /* auto | bar | plain | none */
     char *train_loss_log;           /* CSV file of step,epoch,loss,lr per step (NULL = none) */
     int train_save_init;            /* write <output>/init.safetensors with the initial weights */
+    /* tracking (MLflow) */
+    char *tracking_uri;        /* MLflow URI; empty: MLFLOW_TRACKING_URI; neither: no tracking */
+    char *tracking_experiment; /* experiment name */
+    char *tracking_run_name;   /* run name (default: layers and time) */
+    char *tracking_register;   /* registered model to add a version to (empty: none) */
+    char *tracking_spool_dir;  /* spool directory (empty: $KILN_SPOOL_DIR, ~/.cache/kiln/spool) */
+    double tracking_system_interval; /* seconds between system metric samples */
     /* output */
     char *output; /* bundle directory */
 } kl_train_config;

@@ -45,7 +45,7 @@ static void fmt_eta(double s, char *buf, size_t cap) {
 
 void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, double loss,
                       double lr) {
-    if (p->mode == KL_PROGRESS_NONE) return;
+    if (p->mode == KL_PROGRESS_NONE && !p->tee) return;
     p->window_samples += rows;
     double now = kl_now();
     double dt = now - p->t_window;
@@ -61,8 +61,8 @@ void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, dou
     char etas[32];
     fmt_eta(eta, etas, sizeof etas);
     int64_t in_epoch = p->steps_per_epoch ? step % p->steps_per_epoch + 1 : done;
-    if (p->mode == KL_PROGRESS_BAR) {
-        if (dt < 0.1 && done != p->total_steps && in_epoch != p->steps_per_epoch) return;
+    if (p->mode == KL_PROGRESS_BAR &&
+        !(dt < 0.1 && done != p->total_steps && in_epoch != p->steps_per_epoch)) {
         const int width = 24;
         int fill = p->total_steps ? (int)(width * done / p->total_steps) : 0;
         char bar[32];
@@ -76,27 +76,37 @@ void kl_progress_step(kl_progress *p, int64_t step, int64_t epoch, int rows, dou
             (long long)p->steps_per_epoch, loss, lr, p->samples_per_s, etas);
         fflush(p->out);
         p->bar_drawn = 1;
-    } else if (done % p->log_every == 0 || done == p->total_steps) {
-        fprintf(p->out, "epoch %lld/%lld step %lld/%lld loss %.4f lr %.2e %.0f samples/s ETA %s\n",
-                (long long)epoch + 1, (long long)p->epochs, (long long)in_epoch,
-                (long long)p->steps_per_epoch, loss, lr, p->samples_per_s, etas);
-        fflush(p->out);
+    }
+    if (done % p->log_every == 0 || done == p->total_steps) {
+        FILE *outs[2] = {p->mode == KL_PROGRESS_PLAIN ? p->out : NULL, p->tee};
+        for (int i = 0; i < 2; i++) {
+            if (!outs[i]) continue;
+            fprintf(outs[i],
+                    "epoch %lld/%lld step %lld/%lld loss %.4f lr %.2e %.0f samples/s ETA %s\n",
+                    (long long)epoch + 1, (long long)p->epochs, (long long)in_epoch,
+                    (long long)p->steps_per_epoch, loss, lr, p->samples_per_s, etas);
+            fflush(outs[i]);
+        }
     }
 }
 
 void kl_progress_epoch(kl_progress *p, int64_t epoch, double train_loss, double val_loss,
                        double val_acc, int has_val, int is_classifier) {
-    if (p->mode == KL_PROGRESS_NONE) return;
-    if (p->bar_drawn) {
+    FILE *outs[2] = {p->mode == KL_PROGRESS_NONE ? NULL : p->out, p->tee};
+    if (outs[0] && p->bar_drawn) {
         fputc('\n', p->out);
         p->bar_drawn = 0;
     }
-    fprintf(p->out, "epoch %lld/%lld done: train_loss %.4f", (long long)epoch + 1,
-            (long long)p->epochs, train_loss);
-    if (has_val) {
-        fprintf(p->out, " val_loss %.4f", val_loss);
-        if (is_classifier) fprintf(p->out, " val_accuracy %.4f", val_acc);
+    for (int i = 0; i < 2; i++) {
+        FILE *f = outs[i];
+        if (!f) continue;
+        fprintf(f, "epoch %lld/%lld done: train_loss %.4f", (long long)epoch + 1,
+                (long long)p->epochs, train_loss);
+        if (has_val) {
+            fprintf(f, " val_loss %.4f", val_loss);
+            if (is_classifier) fprintf(f, " val_accuracy %.4f", val_acc);
+        }
+        fprintf(f, " (%.1fs)\n", kl_now() - p->t_start);
+        fflush(f);
     }
-    fprintf(p->out, " (%.1fs)\n", kl_now() - p->t_start);
-    fflush(p->out);
 }

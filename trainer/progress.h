@@ -23,6 +23,7 @@ typedef struct {
     int64_t window_samples;  /* samples since t_window */
     double samples_per_s;    /* smoothed throughput */
     int bar_drawn;           /* a bar line is on screen and needs a newline */
+    FILE *tee;               /* plain copy of the progress lines (a run's train.log), or NULL */
 } kl_progress;
 
 /* Picks the mode ("auto" → bar on a terminal, plain otherwise). */

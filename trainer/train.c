@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/progress.h"
 #include "trainer/schedule.h"
+#include "trainer/train_tracking.h"
 
 /* One staged batch: gathered on the host, copied to the device off the CPU. */
 typedef struct {
@@ -45,9 +47,17 @@ typedef struct {
     int graph_ready[KL_MAX_GRAPHS]; /* graph g holds a captured step reading bufs[g] */
     float *best;                    /* best parameters so far (host), for early stopping */
     FILE *loss_log;                 /* per-step loss CSV, or NULL */
+    kl_train_tracking *tracking;    /* the MLflow record, or NULL */
     char ckpt_path[4096];           /* <output>.ckpt, beside the bundle (kept out of it) */
     char arch[128];                 /* architecture string checked on resume */
 } run_state;
+
+/* Set from a signal handler (Ctrl-C): the loop stops after the step in flight. */
+static volatile sig_atomic_t stop_requested = 0;
+
+void kl_train_request_stop(void) {
+    stop_requested = 1;
+}
 
 static uint64_t step_seed(uint64_t seed, int64_t step) {
     return (seed + 1) * 0xD6E8FEB86659FD93ull ^ (uint64_t)step * 0x9E3779B97F4A7C15ull;
@@ -462,10 +472,16 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         if (step == 0) fprintf(r->loss_log, "step,epoch,loss,lr\n");
     }
 
+    {
+        char dn[32];
+        KL_TRY(kl_train_tracking_begin(cfg, kl_device_name(dev, dn, sizeof dn), d, total,
+                                       &r->tracking));
+    }
     kl_progress prog;
     kl_progress_start(&prog, log ? kl_progress_parse(cfg->train_progress, log) : KL_PROGRESS_NONE,
                       log ? log : stderr, total, steps_per_epoch, cfg->train_epochs,
                       cfg->train_log_every);
+    prog.tee = kl_train_tracking_log(r->tracking);
     int cls = spec.task == KL_TASK_CLASSIFICATION;
     double t0 = kl_now();
     int64_t samples = 0;
@@ -482,7 +498,11 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         int cur = 0;
         fetch(r, cur, cls);
         while (r->bufs[cur].rows > 0) {
+            if (stop_requested)
+                return kl_seterr(KL_ECANCELED, "stopped at step %lld (interrupted)",
+                                 (long long)step);
             int rows = r->bufs[cur].rows;
+            double t_step = kl_now();
             double lr = kl_schedule_lr(&r->sched, step);
             KL_TRY(run_step(r, cur, cls, step_seed((uint64_t)cfg->train_seed, step), lr));
             fetch(r, cur ^ 1, cls); /* the next batch moves while this step computes */
@@ -501,6 +521,7 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
                 fprintf(r->loss_log, "%lld,%lld,%.9g,%.9g\n", (long long)step, (long long)epoch,
                         loss, lr);
             if (hooks && hooks->on_step) hooks->on_step(hooks->user, step, loss, lr);
+            kl_train_tracking_step(r->tracking, step, loss, lr, rows / (kl_now() - t_step));
             step++;
             batch_in_epoch++;
             cur ^= 1;
@@ -517,6 +538,8 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         if (d->val.n > 0) KL_TRY(evaluate(r, &d->val, &vl, &va));
         kl_progress_epoch(&prog, epoch, res->train_loss, vl, va, d->val.n > 0, cls);
         if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->user, epoch, res->train_loss, vl, va);
+        kl_train_tracking_epoch(r->tracking, epoch, step, res->train_loss, vl, va,
+                                samples / (kl_now() - t0));
         res->epochs_done = epoch + 1;
         if (early && !stop) {
             if (vl < best_val) {
@@ -557,6 +580,15 @@ kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
     kl_status s = run(&r, resume, log, hooks, res);
+    if (r.tracking) {
+        /* The run's end in MLflow: finished with its model, failed, or stopped by the user. */
+        const char *status = s == KL_OK ? "FINISHED" : s == KL_ECANCELED ? "KILLED" : "FAILED";
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s", kl_errmsg());
+        kl_train_tracking_end(r.tracking, status, s == KL_OK ? res : NULL, cfg->output, log);
+        r.tracking = NULL;
+        kl_seterr(s, "%s", msg); /* keep the training error, not tracking's */
+    }
     run_free(&r);
     return s;
 }

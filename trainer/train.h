@@ -36,4 +36,8 @@ typedef struct {
 kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
                        const kl_train_hooks *hooks, kl_train_result *res);
 
+/* Asks a running kl_train_run to stop after the current step (safe in a signal handler); the
+ * run then fails with KL_ECANCELED and its MLflow run ends as KILLED. */
+void kl_train_request_stop(void);
+
 #endif

@@ -10,13 +10,23 @@
 
 /* ---- devices and memory ------------------------------------------------------------------ */
 
+static char unavailable[256] = "";
+
 extern "C" int kl_cuda_device_count(void) {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        (void)cudaGetLastError(); /* clear the "no device / no driver" error */
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        /* No device, no driver, or a driver older than this build's runtime: say which. */
+        snprintf(unavailable, sizeof unavailable, "%s", cudaGetErrorString(e));
+        (void)cudaGetLastError();
         return 0;
     }
+    if (n == 0) snprintf(unavailable, sizeof unavailable, "no CUDA device is visible");
     return n;
+}
+
+extern "C" const char *kl_cuda_unavailable_reason(void) {
+    return unavailable[0] ? unavailable : "no CUDA device is visible";
 }
 
 extern "C" kl_status kl_cuda_malloc(int device, size_t bytes, void **out) {

@@ -168,3 +168,15 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     # The bundle holds the best epoch's weights: its validation loss is the minimum seen.
     assert abs(metrics["val_loss"] - min(epochs)) < 1e-4, (metrics, epochs)
     assert metrics["val_loss"] < epochs[-1]
+
+
+def test_device_auto_falls_back_and_explicit_cuda_explains(tmp_path):
+    d = fmnist_or_skip()
+    probe = run_kiln(*small_run(d, tmp_path / "auto", "--set", "train.epochs=1",
+                                "--set", "train.device=auto"))
+    gpu = "on cuda:" in probe.stderr
+    if not gpu:
+        assert "kiln: notice: CUDA unavailable (" in probe.stderr and "using the CPU" in probe.stderr
+        p = run_kiln(*small_run(d, tmp_path / "cuda", "--set", "train.device=cuda"), check=False)
+        assert p.returncode == 1
+        assert 'device "cuda": CUDA unavailable (' in p.stderr, p.stderr
