@@ -39,6 +39,7 @@ enum {
     KL_HTTP_IDEMPOTENT = 1, /* resending after a mid-request failure cannot do harm */
 };
 
+/* Creates a client (no connection is made until the first request); kl_http_close frees it. */
 kl_status kl_http_open(const kl_http_opts *opts, kl_http **out);
 void kl_http_close(kl_http *h);
 

@@ -79,7 +79,12 @@ kl_status kl_mlflow_update_run(kl_mlflow *c, const char *run_id, const char *sta
                                int64_t end_ms);
 
 /* Logs any number of metrics, params and tags, cut into requests within MLflow's limits
- * (1000 metrics, 100 params, 100 tags, 1000 entries, 1 MB per request). */
+ * (1000 metrics, 100 params, 100 tags, 1000 entries, 1 MB per request). Param values are cut to
+ * 6000 bytes and tag values to 5000 (UTF-8 safe); a param repeated with the same value is sent
+ * once, with another value it is KL_EINVAL (MLflow params are write-once). Metric values go out
+ * bit-exact; NaN and infinities as MLflow's "NaN"/"Infinity" strings (the server clips
+ * infinities to +-1.797e308). Requests are resent safely: the server keeps one copy of a metric
+ * point with the same key, value, timestamp and step. */
 kl_status kl_mlflow_log_batch(kl_mlflow *c, const char *run_id, const kl_metric *metrics,
                               int n_metrics, const kl_kv *params, int n_params, const kl_kv *tags,
                               int n_tags);
@@ -87,7 +92,8 @@ kl_status kl_mlflow_log_batch(kl_mlflow *c, const char *run_id, const kl_metric 
 /* One dataset input of a run (runs/log-inputs). */
 typedef struct {
     const char *name;        /* dataset name */
-    const char *digest;      /* e.g. "sha256:..." (sent as MLflow's short digest field) */
+    const char *digest;      /* e.g. "sha256:<hex>"; MLflow keeps <= 36 chars: a longer one is sent
+                                as its first 36 hex digits, without the "sha256:" */
     const char *source_type; /* e.g. "local" */
     const char *source;      /* JSON text, e.g. {"uri": "/path"} */
     const char *schema;      /* JSON text or NULL */

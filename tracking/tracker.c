@@ -109,7 +109,10 @@ static kl_kv *kv_read(const cJSON *a, int *n) {
 static cJSON *num_json(double v) {
     if (isnan(v)) return cJSON_CreateString("NaN");
     if (isinf(v)) return cJSON_CreateString(v > 0 ? "Infinity" : "-Infinity");
-    return cJSON_CreateNumber(v);
+    /* %.17g reads back to the same double; cJSON's own printing may drop the last bits. */
+    char buf[40];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    return cJSON_CreateRaw(buf);
 }
 
 static double num_read(const cJSON *j) {
@@ -555,6 +558,10 @@ kl_status kl_tracker_start(const kl_tracker_opts *opts, const kl_kv *tags, int n
     kl_tracker *t = calloc(1, sizeof *t);
     if (!t) return kl_seterr(KL_ENOMEM, "tracker");
     t->client_opts = opts->client;
+    /* A few quick retries, then the spool: the worker should not sit in backoff for long while
+     * operations queue up behind it. */
+    if (t->client_opts.max_retries == 0) t->client_opts.max_retries = 2;
+    if (t->client_opts.timeout_s == 0) t->client_opts.timeout_s = 15;
     snprintf(t->uri_copy, sizeof t->uri_copy, "%s", uri);
     t->client_opts.uri = t->uri_copy;
     t->experiment = strdup(opts->experiment ? opts->experiment : "kiln");
