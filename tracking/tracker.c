@@ -117,6 +117,7 @@ static cJSON *num_json(double v) {
 
 static double num_read(const cJSON *j) {
     if (cJSON_IsNumber(j)) return j->valuedouble;
+    if (cJSON_IsRaw(j)) return strtod(j->valuestring, NULL); /* built here, not yet printed */
     const char *s = cJSON_GetStringValue(j);
     if (s && !strcmp(s, "Infinity")) return INFINITY;
     if (s && !strcmp(s, "-Infinity")) return -INFINITY;

@@ -171,13 +171,18 @@ def test_ctrl_c_ends_the_run_as_killed(mlflow_server, tmp_path):
     d = fmnist_or_skip()
     out = tmp_path / "model"
     env = mlflow_server.client_env(KILN_SPOOL_DIR=tmp_path / "spool")
-    cmd = [str(KILN), *map(str, train_args(d, out, "--set", "train.epochs=50",
+    cmd = [str(KILN), *map(str, train_args(d, out, "--set", "train.epochs=100000",
                                            "--set", "tracking.experiment=interrupted"))]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    time.sleep(2.5)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    seen = []
+    for line in proc.stderr:  # interrupt once training is under way
+        seen.append(line)
+        if line.startswith("epoch 3/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    stdout, rest = proc.communicate(timeout=120)
+    stderr = "".join(seen) + rest
     assert proc.returncode == 1, stderr
     assert re.search(r"stopped at step \d+ \(interrupted\)", stderr), stderr
     run = only_run(client_for(mlflow_server), "interrupted")
