@@ -8,11 +8,7 @@ samples/s of each and the ratio, the largest loss difference over the first 100 
 one's test accuracy after the run.
 """
 import argparse
-import gzip
 import json
-import math
-import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -23,58 +19,14 @@ import torch
 from safetensors.numpy import load_file
 
 DATA = "/usr/share/datasets/fashion-mnist"
-M64 = (1 << 64) - 1
+from kiln_reference import kiln_lr as reference_lr  # noqa: E402
+from kiln_reference import permutation, read_idx, seed_mix  # noqa: E402
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def splitmix64(state):
-    state = (state + 0x9E3779B97F4A7C15) & M64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return state, z ^ (z >> 31)
-
-
-def seed_mix(a, b):
-    s = a ^ 0x6A09E667F3BCC909
-    s, h = splitmix64(s)
-    s = h ^ b
-    _, out = splitmix64(s)
-    return out
-
-
-def permutation(n, seed):
-    """kiln's kl_permutation: unbiased Fisher-Yates driven by splitmix64."""
-    a = list(range(n))
-    st = seed
-    for i in range(n - 1, 0, -1):
-        bound = i + 1
-        threshold = ((1 << 64) - bound) % bound
-        while True:
-            st, r = splitmix64(st)
-            if r >= threshold:
-                break
-        j = r % bound
-        a[i], a[j] = a[j], a[i]
-    return np.array(a, dtype=np.int64)
 
 
 def kiln_lr(args, step, total):
-    """kiln's schedule (trainer/schedule.c): linear warm-up, then cosine to min_lr."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    span = total - args.warmup
-    if span <= 1:
-        return args.lr
-    progress = min(1.0, (step - args.warmup) / (span - 1))
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+    return reference_lr(args.lr, args.min_lr, args.warmup, step, total)
 
 
 def run_kiln(args, out, epochs=None, tag="run"):
@@ -189,7 +141,7 @@ def main():
         meta, kiln_losses = run_kiln(args, out)
         km = meta["training"]["metrics"]
         data = load_data(meta)
-        perms = [torch.from_numpy(permutation(data[0].shape[0], seed_mix(args.seed, e)))
+        perms = [torch.tensor(permutation(data[0].shape[0], seed_mix(args.seed, e)))
                  for e in range(args.epochs)]
         torch_losses, torch_sps, torch_acc = run_torch(args, out, data, perms)
         # The exact trajectory, to size float32 rounding: PyTorch in float64, same start.

@@ -25,7 +25,6 @@ Without a CUDA device it prints "no CUDA device: skipped" and exits 0; `--device
 runs every non-CUDA code path on a small problem (a smoke test of this script, not a benchmark).
 """
 import argparse
-import gzip
 import json
 import math
 import os
@@ -35,7 +34,7 @@ import sys
 import tempfile
 import time
 
-M64 = (1 << 64) - 1
+from kiln_reference import kiln_lr, permutation, read_idx, seed_mix  # noqa: E402
 T0 = time.perf_counter()
 
 
@@ -43,60 +42,7 @@ def log(msg=""):
     print(msg, flush=True)
 
 
-# --- kiln's shuffle and schedule, re-derived ----------------------------------------------------
-def splitmix64(state):
-    state = (state + 0x9E3779B97F4A7C15) & M64
-    z = state
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return state, z ^ (z >> 31)
-
-
-def seed_mix(a, b):
-    s = a ^ 0x6A09E667F3BCC909
-    s, h = splitmix64(s)
-    s = h ^ b
-    _, out = splitmix64(s)
-    return out
-
-
-def permutation(n, seed):
-    """kiln's kl_permutation: unbiased Fisher-Yates driven by splitmix64."""
-    a = list(range(n))
-    st = seed
-    for i in range(n - 1, 0, -1):
-        bound = i + 1
-        threshold = ((1 << 64) - bound) % bound
-        while True:
-            st, r = splitmix64(st)
-            if r >= threshold:
-                break
-        j = r % bound
-        a[i], a[j] = a[j], a[i]
-    return a
-
-
-def kiln_lr(lr, min_lr, warmup, step, total):
-    """kiln's schedule (trainer/schedule.c): linear warm-up, then cosine to min_lr."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    span = total - warmup
-    if span <= 1:
-        return lr
-    progress = min(1.0, (step - warmup) / (span - 1))
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
 # --- files ----------------------------------------------------------------------------------------
-def read_idx(path):
-    import numpy as np
-
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def write_idx_f32(path, x):
