@@ -698,7 +698,8 @@ kl_status kl_tracker_sync(const char *spool_dir, const kl_mlflow_opts *client, i
         default_spool_root(root, sizeof root);
     DIR *d = opendir(root);
     if (!d) {
-        if (verbose) fprintf(stderr, "kiln tracking sync: nothing to send (no spool at %s)\n", root);
+        if (verbose)
+            fprintf(stderr, "kiln tracking sync: nothing to send (no spool at %s)\n", root);
         return KL_OK;
     }
     kl_status result = KL_OK;
