@@ -9,7 +9,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libopenblas-openmp-dev libcjson-dev libyaml-dev \
-      libprotobuf-c-dev protobuf-c-compiler zlib1g-dev libssl-dev libcurl4-openssl-dev \
+      libprotobuf-c-dev protobuf-c-compiler libgrpc-dev zlib1g-dev libssl-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -17,11 +17,13 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=
  && cmake --build /build -j"$(nproc)"
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU} AS runtime
+# libgrpc29t64: Ubuntu 24.04's runtime package for gRPC core 1.51 (libgrpc.so.29; the t64 rename
+# of Debian's libgrpc29). Not verified by a docker build here: check `apt-cache policy` if it fails.
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libopenblas0-openmp libgomp1 libcjson1 libyaml-0-2 libprotobuf-c1 zlib1g libssl3t64 \
-      libcurl4t64 \
+      libcurl4t64 libgrpc29t64 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 kiln
 COPY --from=build /build/kiln /usr/local/bin/kiln

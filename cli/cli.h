@@ -10,6 +10,7 @@ int kl_cmd_data(int argc, char **argv);
 int kl_cmd_tracking(int argc, char **argv);
 int kl_cmd_register(int argc, char **argv);
 int kl_cmd_alias(int argc, char **argv);
+int kl_cmd_serve(int argc, char **argv);
 
 /* Prints "kiln <what>: <message>" to stderr from the thread's kl_errmsg and returns 1. */
 int kl_cli_fail(const char *what);

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"tracking", kl_cmd_tracking, "send spooled MLflow records (sync)"},
     {"register", kl_cmd_register, "register a run's model in MLflow (--run ID --name NAME)"},
     {"alias", kl_cmd_alias, "set or read a registered model's alias (set|get NAME ALIAS ...)"},
+    {"serve", kl_cmd_serve, "serve bundles over gRPC, Open Inference Protocol (--model N=B)"},
 };
 
 static void usage(FILE *f) {
