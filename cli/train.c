@@ -108,7 +108,7 @@ int kl_cmd_train(int argc, char **argv) {
     }
     signal(SIGINT, on_sigint);
     kl_train_result res;
-    if (kl_train_run(&cfg, resume, quiet ? NULL : stderr, NULL, &res) != KL_OK) {
+    if (kl_train_run(&cfg, resume, quiet ? NULL : stderr, &res) != KL_OK) {
         rc = kl_cli_fail("train");
         goto done;
     }

@@ -374,8 +374,7 @@ static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
     return s;
 }
 
-static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *hooks,
-                     kl_train_result *res) {
+static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) {
     const kl_train_config *cfg = r->cfg;
     kl_cpu_set_threads((int)cfg->train_threads);
     kl_device dev;
@@ -520,7 +519,6 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
             if (r->loss_log)
                 fprintf(r->loss_log, "%lld,%lld,%.9g,%.9g\n", (long long)step, (long long)epoch,
                         loss, lr);
-            if (hooks && hooks->on_step) hooks->on_step(hooks->user, step, loss, lr);
             kl_train_tracking_step(r->tracking, step, loss, lr, rows / (kl_now() - t_step));
             step++;
             batch_in_epoch++;
@@ -537,7 +535,6 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
         double vl = NAN, va = NAN;
         if (d->val.n > 0) KL_TRY(evaluate(r, &d->val, &vl, &va));
         kl_progress_epoch(&prog, epoch, res->train_loss, vl, va, d->val.n > 0, cls);
-        if (hooks && hooks->on_epoch) hooks->on_epoch(hooks->user, epoch, res->train_loss, vl, va);
         kl_train_tracking_epoch(r->tracking, epoch, step, res->train_loss, vl, va,
                                 samples / (kl_now() - t0));
         res->epochs_done = epoch + 1;
@@ -572,14 +569,13 @@ static kl_status run(run_state *r, int resume, FILE *log, const kl_train_hooks *
     return save_bundle(r, res);
 }
 
-kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
-                       const kl_train_hooks *hooks, kl_train_result *res) {
+kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_train_result *res) {
     memset(res, 0, sizeof *res);
     KL_TRY(kl_config_validate(cfg));
     run_state r;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
-    kl_status s = run(&r, resume, log, hooks, res);
+    kl_status s = run(&r, resume, log, res);
     if (r.tracking) {
         /* The run's end in MLflow: finished with its model, failed, or stopped by the user. */
         const char *status = s == KL_OK ? "FINISHED" : s == KL_ECANCELED ? "KILLED" : "FAILED";

@@ -22,19 +22,9 @@ typedef struct {
     char data_digest[80]; /* training data digest */
 } kl_train_result;
 
-/* Hooks a caller may set to observe a run (all optional). */
-typedef struct {
-    /* called after each step with the step's mean training loss */
-    void (*on_step)(void *user, int64_t step, double loss, double lr);
-    /* called after each epoch */
-    void (*on_epoch)(void *user, int64_t epoch, double train_loss, double val_loss, double val_acc);
-    void *user;
-} kl_train_hooks;
-
 /* Runs training as configured. resume: continue from <output>.ckpt if present.
  * log: where progress goes (stderr), or NULL for silence. Writes the bundle to cfg->output. */
-kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log,
-                       const kl_train_hooks *hooks, kl_train_result *res);
+kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_train_result *res);
 
 /* Asks a running kl_train_run to stop after the current step (safe in a signal handler); the
  * run then fails with KL_ECANCELED and its MLflow run ends as KILLED. */
