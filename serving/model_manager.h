@@ -40,8 +40,8 @@ typedef struct {
     int instances;               /* model instances (one thread and arena each), >= 1 */
 } kl_batch_opts;
 
-/* Defaults: dynamic on, max_batch 256, no preferred sizes, 100 µs delay, queue 4096,
- * no timeout, 1 priority level, 1 instance. */
+/* Defaults: dynamic on, max_batch 256, no preferred sizes, 0 µs delay (a free instance takes
+ * whatever queued while it was busy), queue 4096, no timeout, 1 priority level, 1 instance. */
 kl_batch_opts kl_batch_opts_defaults(void);
 
 /* Which versions of a repository model are served. */
@@ -59,12 +59,13 @@ typedef struct {
 } kl_version_policy;
 
 typedef struct {
-    kl_batch_opts batch;       /* batching of every version (a model's serve.yaml may override) */
-    kl_version_policy policy;  /* repository version policy (a serve.yaml may override) */
-    const char *repository;    /* Triton-layout folder, or NULL */
-    double poll_seconds;       /* how often the repository and registry aliases are re-read;
-                                * 0 = load once, never poll */
-    int explicit_control;      /* 1: repository models load only by RepositoryModelLoad */
+    kl_batch_opts batch;      /* batching of every version (a model's serve.yaml may override) */
+    kl_version_policy policy; /* repository version policy (a serve.yaml may override) */
+    const char *repository;   /* Triton-layout folder, or NULL */
+    double poll_seconds;      /* how often the repository and registry aliases are re-read;
+                               * 0 = load once, never poll */
+    int explicit_control;     /* 1: repository models load only by RepositoryModelLoad */
+    const char *device;       /* "cpu" (default), "cuda[:N]" or "auto" */
 } kl_model_manager_opts;
 
 kl_model_manager_opts kl_model_manager_defaults(void);
@@ -113,13 +114,14 @@ typedef struct {
     const int64_t *classes;
     int64_t batch;
     int64_t n_classes;
+    uint64_t queue_ns;   /* time the request waited in the queue */
+    uint64_t compute_ns; /* time its batch took to compute (input, forward, output) */
 } kl_infer_result;
 
 /* Called exactly once per request given to kl_model_manager_infer, on the caller's thread (an
  * immediate failure) or on a batcher thread; it must not block for long. req is the request as
  * given (still owned by the manager, freed after the callback returns). */
-typedef void (*kl_infer_done_fn)(void *user, const kl_oip_request *req,
-                                 const kl_infer_result *res);
+typedef void (*kl_infer_done_fn)(void *user, const kl_oip_request *req, const kl_infer_result *res);
 
 /* A kl_oip_resolve_fn over the manager (ctx is the kl_model_manager): the signature the request
  * will be checked against — model `name`, at `version` ("" = the one its policy picks). */
@@ -141,10 +143,10 @@ int kl_model_manager_ready(kl_model_manager *m, const char *name, const char *ve
 /* A model as its metadata and config report it; strings are owned by the struct. */
 typedef struct {
     char *name;
-    char **versions;       /* ready versions, ascending */
+    char **versions; /* ready versions, ascending */
     size_t n_versions;
-    kl_oip_model_sig sig;  /* of the version asked for (or the champion) */
-    kl_batch_opts batch;   /* its batching */
+    kl_oip_model_sig sig; /* of the version asked for (or the champion) */
+    kl_batch_opts batch;  /* its batching */
 } kl_model_info;
 
 /* Fills *out for `name` at `version` ("" = the champion). NOT_FOUND with kl_errmsg() set for an
@@ -158,18 +160,21 @@ typedef struct {
     uint64_t count, ns;
 } kl_stat_duration;
 
+/* Batches of one size: how many ran and their compute stages. */
+typedef struct {
+    uint64_t batch_size;
+    kl_stat_duration compute_input, compute_infer, compute_output;
+} kl_batch_size_stats;
+
 typedef struct {
     char name[128];
     char version[32];
-    uint64_t last_inference_ms;  /* ms since the epoch of the last request answered; 0 = none */
-    uint64_t inference_count;    /* rows answered */
-    uint64_t execution_count;    /* batches run */
+    uint64_t last_inference_ms; /* ms since the epoch of the last request answered; 0 = none */
+    uint64_t inference_count;   /* rows answered */
+    uint64_t execution_count;   /* batches run */
     kl_stat_duration success, fail, queue, compute_input, compute_infer, compute_output;
-    size_t n_batch_sizes;        /* entries in batch_sizes */
-    struct {
-        uint64_t batch_size;
-        kl_stat_duration compute_input, compute_infer, compute_output;
-    } *batch_sizes;              /* per batch size seen (owned) */
+    size_t n_batch_sizes;             /* entries in batch_sizes */
+    kl_batch_size_stats *batch_sizes; /* per batch size seen (owned) */
 } kl_model_stats;
 
 /* Snapshots the statistics of `name` ("" = every model) at `version` ("" = every version).
@@ -201,11 +206,11 @@ kl_grpc_code kl_model_manager_load(kl_model_manager *m, const char *name);
  * requests finish. NOT_FOUND for an unknown model. */
 kl_grpc_code kl_model_manager_unload(kl_model_manager *m, const char *name);
 
-/* --- metrics ----------------------------------------------------------------------------------- */
+/* --- metrics -----------------------------------------------------------------------------------
+ */
 
 /* Appends the Prometheus text exposition of every serving metric (kiln_ names, base units) to
  * *buf (malloc'd, grown as needed; *len bytes used, *cap allocated). */
-kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t *len,
-                                         size_t *cap);
+kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t *len, size_t *cap);
 
 #endif
