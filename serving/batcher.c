@@ -187,6 +187,16 @@ static uint64_t oldest_enq(const kl_batcher *bt) {
     return t;
 }
 
+/* The earliest deadline among queued jobs (under mu), UINT64_MAX when none can expire. */
+static uint64_t earliest_deadline(const kl_batcher *bt) {
+    uint64_t t = UINT64_MAX;
+    if (!bt->with_deadline) return t;
+    for (uint32_t lv = 0; lv < bt->o.priority_levels; lv++)
+        for (const job *j = bt->head[lv]; j; j = j->next)
+            if (j->deadline_ns && j->deadline_ns < t) t = j->deadline_ns;
+    return t;
+}
+
 /* Whether a batch should go now (under mu; queue not empty). */
 static int batch_ready(const kl_batcher *bt, uint64_t now) {
     const kl_batch_opts *o = &bt->o;
@@ -372,8 +382,11 @@ static void *instance_main(void *arg) {
                 n = take_batch(bt, in, &rows);
                 break;
             }
-            /* Wait for more requests, at most until the oldest one's delay is up. */
+            /* Wait for more requests, at most until the oldest one's delay is up or the first
+             * deadline passes (that request is answered then, not when its batch would go). */
             uint64_t until = oldest_enq(bt) + bt->o.max_queue_delay_us * 1000ULL;
+            uint64_t first_deadline = earliest_deadline(bt);
+            if (first_deadline < until) until = first_deadline;
             struct timespec mono;
             clock_gettime(CLOCK_MONOTONIC, &mono);
             uint64_t wait_ns = until > now ? until - now : 0;

@@ -573,6 +573,7 @@ kl_grpc_code kl_model_manager_info(kl_model_manager *m, const char *name, const 
     if (md) {
         out->name = strdup(name);
         out->batch = md->champion ? md->champion->batch : md->batch;
+        out->on_gpu = m->dev.kind != KL_DEV_CPU;
         out->versions = calloc(md->nv ? md->nv : 1, sizeof *out->versions);
         oom = !out->name || !out->versions;
         for (size_t i = 0; !oom && i < md->nv; i++) {

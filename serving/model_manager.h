@@ -59,8 +59,8 @@ typedef struct {
 } kl_version_policy;
 
 typedef struct {
-    kl_batch_opts batch;      /* batching of every version (a model's serve.yaml may override) */
-    kl_version_policy policy; /* repository version policy (a serve.yaml may override) */
+    kl_batch_opts batch;      /* batching of every version */
+    kl_version_policy policy; /* repository version policy */
     const char *repository;   /* Triton-layout folder, or NULL */
     double poll_seconds;      /* how often the repository and registry aliases are re-read;
                                * 0 = load once, never poll */
@@ -147,6 +147,7 @@ typedef struct {
     size_t n_versions;
     kl_oip_model_sig sig; /* of the version asked for (or the champion) */
     kl_batch_opts batch;  /* its batching */
+    int on_gpu;           /* whether its versions run on a GPU */
 } kl_model_info;
 
 /* Fills *out for `name` at `version` ("" = the champion). NOT_FOUND with kl_errmsg() set for an

@@ -330,6 +330,27 @@ static void test_queue_full_timeout_priority(void **state) {
     kl_model_manager_free(m);
 }
 
+/* A queued request times out at its deadline, not when its batch would have gone. */
+static void test_timeout_while_waiting_for_a_batch(void **state) {
+    (void)state;
+    kl_batch_opts b = kl_batch_opts_defaults();
+    b.max_queue_delay_us = 2000000; /* a batch would wait 2 s to fill */
+    b.max_batch = 64;
+    kl_model_manager *m = manager_with_bundle(&b);
+    kl_oip_request r = make_request("m", "", "", 1, 1);
+    r.timeout_us = 1000;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    outcome o;
+    infer_sync(m, &r, &o);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    printf("1 ms timeout answered after %.1f ms (batch delay 2000 ms)\n", ms);
+    assert_int_equal(o.code, KL_GRPC_DEADLINE_EXCEEDED);
+    assert_true(ms < 500);
+    kl_model_manager_free(m);
+}
+
 static void test_unknown_model_and_version(void **state) {
     (void)state;
     kl_model_manager *m = manager_with_bundle(NULL);
@@ -581,6 +602,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batched_equals_alone),
         cmocka_unit_test(test_queue_full_timeout_priority),
+        cmocka_unit_test(test_timeout_while_waiting_for_a_batch),
         cmocka_unit_test(test_unknown_model_and_version),
         cmocka_unit_test(test_repository_swap_under_load),
         cmocka_unit_test(test_polling_picks_up_new_version),
