@@ -1,6 +1,8 @@
-/* serve.c — `kiln serve --model NAME=BUNDLE [--model ...] [--host H] [--port P] [--threads N]`:
- * answers the Open Inference Protocol (KServe v2 / Triton gRPC) for the given bundles until
- * SIGTERM or SIGINT, then stops accepting, lets in-flight calls finish and exits 0. */
+/* serve.c — `kiln serve`: answers the Open Inference Protocol (KServe v2, as Triton speaks it)
+ * over gRPC, and its REST form plus Prometheus /metrics over HTTP, for bundles named on the
+ * command line and/or a model repository folder, until SIGTERM or SIGINT; then it stops
+ * accepting, lets queued and in-flight requests finish and exits 0. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,68 +10,244 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "kernels/ops.h"         /* kl_cpu_set_threads */
-#include "serving/grpc_server.h" /* the gRPC front end */
-#include "serving/model_store.h" /* the models */
+#include "kernels/ops.h"           /* kl_cpu_set_threads */
+#include "serving/grpc_server.h"   /* the gRPC front end */
+#include "serving/http_server.h"   /* the HTTP front end */
+#include "serving/model_manager.h" /* the models, batchers and traffic */
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: kiln serve --model NAME=BUNDLE|NAME=models:/NAME@ALIAS [--model ...]\n"
-            "                  [--host 127.0.0.1] [--port 8001] [--threads 2]\n"
-            "                  [--max-message-mb 64] [--cpu-threads N]\n"
-            "\n"
-            "Serves classification bundles over gRPC, speaking the Open Inference Protocol\n"
-            "(inference.GRPCInferenceService, as Triton does; tritonclient works unchanged)\n"
-            "and grpc.health.v1.Health/Check. Each model takes one FP32 input [batch, features]\n"
-            "and answers \"probabilities\" (FP32 [batch, classes]) and \"class\" (INT64 [batch]).\n"
-            "--threads sets the completion-queue threads, --cpu-threads the BLAS/OpenMP\n"
-            "threads of each inference (default 1). SIGTERM or SIGINT stops it cleanly.\n");
+    fprintf(
+        f,
+        "usage: kiln serve [--model NAME=BUNDLE|NAME=models:/NAME@ALIAS ...]\n"
+        "                  [--repository DIR] [--poll-seconds S] [--explicit]\n"
+        "                  [--version-policy latest[:N]|all|specific:V[,V...]]\n"
+        "                  [--canary NAME=CHALLENGER:SHARE] [--shadow NAME=CHALLENGER]\n"
+        "                  [--host 127.0.0.1] [--port 8001] [--threads 2]\n"
+        "                  [--http-port P] [--http-threads 4] [--http-max-body-mb 64]\n"
+        "                  [--max-batch 256] [--preferred-batch N[,N...]] [--no-batching]\n"
+        "                  [--max-queue-delay-us 0] [--max-queue-size 4096] [--timeout-us 0]\n"
+        "                  [--priority-levels 1] [--default-priority 1] [--instances 1]\n"
+        "                  [--device cpu|auto|cuda] [--cpu-threads 1] [--max-message-mb 64]\n"
+        "                  [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
+        "                   [--require-client-cert]]\n"
+        "\n"
+        "Serves classification bundles over gRPC, speaking the Open Inference Protocol\n"
+        "(inference.GRPCInferenceService, as Triton does: tritonclient and perf_analyzer work\n"
+        "unchanged), grpc.health.v1.Health and server reflection; with --http-port also the\n"
+        "protocol's REST form (/v2/...) and Prometheus metrics (/metrics). Each model takes\n"
+        "one FP32 input [batch, features] and answers \"probabilities\" (FP32 [batch,\n"
+        "classes]) and \"class\" (INT64 [batch]).\n"
+        "\n"
+        "Models: --model serves a bundle folder (version 1) or a registry URI (its registry\n"
+        "version; an @ALIAS is re-read every --poll-seconds, so moving the alias swaps the\n"
+        "model: blue-green). --repository serves a folder in Triton's layout, DIR/NAME/VERSION/\n"
+        "holding bundles, under --version-policy (default latest), re-read every\n"
+        "--poll-seconds (0: once; --explicit: only through RepositoryModelLoad). New versions\n"
+        "load in the background and swap in atomically; in-flight requests finish on the old.\n"
+        "Traffic: --canary sends SHARE (0..1) of the requests that name no version to the\n"
+        "challenger (sticky per request id); --shadow copies each to it and compares, never\n"
+        "returning its answer. A challenger is a bundle folder, a models:/ URI or, for a\n"
+        "repository model, a version number.\n"
+        "Batching: requests queue per version and run in batches of up to --max-batch rows;\n"
+        "an instance takes what queued while it was busy (waiting up to --max-queue-delay-us\n"
+        "for more). --cpu-threads sets each instance's BLAS/OpenMP threads (default 1).\n"
+        "SIGTERM or SIGINT stops it cleanly.\n");
 }
+
+/* Parses "latest", "latest:N", "all" or "specific:1,3". */
+static int parse_policy(const char *s, kl_version_policy *p) {
+    memset(p, 0, sizeof *p);
+    if (!strcmp(s, "all")) {
+        p->kind = KL_VERSIONS_ALL;
+        return 0;
+    }
+    if (!strncmp(s, "latest", 6) && (!s[6] || s[6] == ':')) {
+        p->kind = KL_VERSIONS_LATEST;
+        p->latest_n = s[6] ? atoi(s + 7) : 1;
+        return p->latest_n >= 1 ? 0 : -1;
+    }
+    if (!strncmp(s, "specific:", 9)) {
+        p->kind = KL_VERSIONS_SPECIFIC;
+        for (const char *c = s + 9; *c && p->n_specific < 8;) {
+            char *end;
+            long long v = strtoll(c, &end, 10);
+            if (end == c || v < 0) return -1;
+            p->specific[p->n_specific++] = v;
+            c = *end == ',' ? end + 1 : end;
+            if (*end && *end != ',') return -1;
+        }
+        return p->n_specific ? 0 : -1;
+    }
+    return -1;
+}
+
+/* Parses "8,16,32" into ascending preferred sizes. */
+static int parse_sizes(const char *s, kl_batch_opts *b) {
+    b->n_preferred = 0;
+    for (const char *c = s; *c;) {
+        char *end;
+        long v = strtol(c, &end, 10);
+        if (end == c || v < 1 || b->n_preferred >= 8) return -1;
+        b->preferred[b->n_preferred++] = (int)v;
+        if (*end && *end != ',') return -1;
+        c = *end ? end + 1 : end;
+    }
+    return b->n_preferred ? 0 : -1;
+}
+
+/* Reads a non-negative integer option, or returns -1. */
+static long long nonneg(const char *s) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    return end == s || *end || errno || v < 0 ? -1 : v;
+}
+
+typedef struct {
+    const char *name;       /* model */
+    const char *challenger; /* its challenger */
+    const char *mode;       /* "canary" or "shadow" */
+    double share;           /* canary share */
+} traffic_arg;
 
 int kl_cmd_serve(int argc, char **argv) {
     kl_grpc_server_opts opts = kl_grpc_server_defaults();
+    kl_http_server_opts ho = kl_http_server_defaults();
+    kl_model_manager_opts mo = kl_model_manager_defaults();
     const char **models = calloc((size_t)argc, sizeof *models);
-    int n_models = 0, cpu_threads = 1, rc = 1;
-    if (!models) {
-        fprintf(stderr, "kiln serve: out of memory\n");
-        return 1;
-    }
-    for (int i = 1; i < argc; i++) {
+    traffic_arg *traffic = calloc((size_t)argc, sizeof *traffic);
+    char **owned = calloc((size_t)argc, sizeof *owned);
+    int n_models = 0, n_traffic = 0, n_owned = 0, cpu_threads = 1, rc = 1, http_port = -1;
+    int bad = !models || !traffic || !owned;
+    for (int i = 1; i < argc && !bad; i++) {
         const char *a = argv[i];
-        int has = i + 1 < argc;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n = v ? nonneg(v) : -1;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            free(models);
-            return 0;
-        } else if (!strcmp(a, "--model") && has) {
-            models[n_models++] = argv[++i];
-        } else if (!strcmp(a, "--host") && has) {
-            opts.host = argv[++i];
-        } else if (!strcmp(a, "--port") && has) {
-            opts.port = atoi(argv[++i]);
-        } else if (!strcmp(a, "--threads") && has) {
-            opts.threads = atoi(argv[++i]);
-        } else if (!strcmp(a, "--cpu-threads") && has) {
-            cpu_threads = atoi(argv[++i]);
-        } else if (!strcmp(a, "--max-message-mb") && has) {
-            int mb = atoi(argv[++i]);
-            opts.max_message_bytes = mb > 0 && mb <= 2047 ? mb << 20 : -1;
+            rc = 0;
+            goto done;
+        } else if (!strcmp(a, "--no-batching")) {
+            mo.batch.dynamic = 0;
+        } else if (!strcmp(a, "--explicit")) {
+            mo.explicit_control = 1;
+        } else if (!strcmp(a, "--require-client-cert")) {
+            opts.require_client_cert = 1;
+        } else if (!v) {
+            bad = 1;
+        } else if (i++, !strcmp(a, "--model")) {
+            models[n_models++] = v;
+        } else if (!strcmp(a, "--repository")) {
+            mo.repository = v;
+        } else if (!strcmp(a, "--poll-seconds")) {
+            mo.poll_seconds = atof(v);
+            bad = !(mo.poll_seconds >= 0);
+        } else if (!strcmp(a, "--version-policy")) {
+            bad = parse_policy(v, &mo.policy) != 0;
+        } else if (!strcmp(a, "--canary") || !strcmp(a, "--shadow")) {
+            /* NAME=CHALLENGER[:SHARE]; the share follows the last ':' for a canary. */
+            char *s = strdup(v);
+            char *eq = s ? strchr(s, '=') : NULL;
+            owned[n_owned++] = s;
+            if (!eq || eq == s || !eq[1]) {
+                bad = 1;
+                continue;
+            }
+            *eq = 0;
+            traffic_arg *t = &traffic[n_traffic++];
+            t->name = s;
+            t->challenger = eq + 1;
+            t->mode = a + 2;
+            if (!strcmp(a, "--canary")) {
+                char *colon = strrchr(eq + 1, ':');
+                char *end = NULL;
+                t->share = colon ? strtod(colon + 1, &end) : -1;
+                if (!colon || !end || *end || !(t->share >= 0 && t->share <= 1)) {
+                    fprintf(stderr,
+                            "kiln serve: --canary %s: expected NAME=CHALLENGER:SHARE "
+                            "with SHARE in 0..1\n",
+                            v);
+                    bad = 1;
+                    continue;
+                }
+                *colon = 0;
+            }
+        } else if (!strcmp(a, "--host")) {
+            opts.host = v;
+        } else if (!strcmp(a, "--port")) {
+            opts.port = (int)n;
+            bad = n < 0 || n > 65535;
+        } else if (!strcmp(a, "--http-port")) {
+            http_port = (int)n;
+            bad = n < 0 || n > 65535;
+        } else if (!strcmp(a, "--http-threads")) {
+            ho.threads = (int)n;
+            bad = n < 1 || n > 256;
+        } else if (!strcmp(a, "--http-max-body-mb")) {
+            ho.max_body_bytes = (size_t)n << 20;
+            bad = n < 1 || n > 4096;
+        } else if (!strcmp(a, "--threads")) {
+            opts.threads = (int)n;
+            bad = n < 1 || n > 256;
+        } else if (!strcmp(a, "--cpu-threads")) {
+            cpu_threads = (int)n;
+            bad = n < 1 || n > 1024;
+        } else if (!strcmp(a, "--max-message-mb")) {
+            opts.max_message_bytes = n >= 1 && n <= 2047 ? (int)n << 20 : -1;
+            bad = opts.max_message_bytes < 0;
+        } else if (!strcmp(a, "--max-batch")) {
+            mo.batch.max_batch = (int)n;
+            bad = n < 1 || n > 65536;
+        } else if (!strcmp(a, "--preferred-batch")) {
+            bad = parse_sizes(v, &mo.batch) != 0;
+        } else if (!strcmp(a, "--max-queue-delay-us")) {
+            mo.batch.max_queue_delay_us = (uint64_t)n;
+            bad = n < 0;
+        } else if (!strcmp(a, "--max-queue-size")) {
+            mo.batch.max_queue_size = (uint32_t)n;
+            bad = n < 0 || n > 100000000;
+        } else if (!strcmp(a, "--timeout-us")) {
+            mo.batch.default_timeout_us = (uint64_t)n;
+            bad = n < 0;
+        } else if (!strcmp(a, "--priority-levels")) {
+            mo.batch.priority_levels = (uint32_t)n;
+            bad = n < 1 || n > 16;
+        } else if (!strcmp(a, "--default-priority")) {
+            mo.batch.default_priority = (uint32_t)n;
+            bad = n < 1 || n > 16;
+        } else if (!strcmp(a, "--instances")) {
+            mo.batch.instances = (int)n;
+            bad = n < 1 || n > 64;
+        } else if (!strcmp(a, "--device")) {
+            mo.device = v;
+        } else if (!strcmp(a, "--tls-cert")) {
+            opts.tls_cert = v;
+        } else if (!strcmp(a, "--tls-key")) {
+            opts.tls_key = v;
+        } else if (!strcmp(a, "--tls-ca")) {
+            opts.tls_ca = v;
         } else {
-            fprintf(stderr, "kiln serve: unknown or incomplete option \"%s\"\n\n", a);
-            usage(stderr);
-            free(models);
-            return 2;
+            i--;
+            bad = 1;
         }
+        if (bad) fprintf(stderr, "kiln serve: bad, incomplete or unknown option \"%s\"\n", a);
     }
-    if (n_models == 0 || opts.threads < 1 || opts.max_message_bytes <= 0) {
-        fprintf(stderr, "kiln serve: at least one --model NAME=BUNDLE is required (and --threads "
-                        ">= 1, --max-message-mb in 1..2047)\n\n");
+    if (!bad && n_models == 0 && !mo.repository) {
+        fprintf(stderr, "kiln serve: give at least one --model NAME=BUNDLE or --repository DIR\n");
+        bad = 1;
+    }
+    if (!bad && (!opts.tls_cert) != (!opts.tls_key)) {
+        fprintf(stderr, "kiln serve: --tls-cert and --tls-key go together\n");
+        bad = 1;
+    }
+    if (bad) {
+        fputc('\n', stderr);
         usage(stderr);
-        free(models);
-        return 2;
+        rc = 2;
+        goto done;
     }
-    /* Block the stop signals before any thread exists (gRPC's inherit the mask); the main
-     * thread takes them with sigwait. */
+    /* Block the stop signals before any thread exists (every thread inherits the mask); the
+     * main thread takes them with sigwait. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
@@ -77,26 +255,52 @@ int kl_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     kl_cpu_set_threads(cpu_threads);
 
-    kl_model_store *store = NULL;
-    kl_grpc_server *server = NULL;
-    int port = 0;
-    if (kl_model_store_create(&store) != KL_OK) goto fail;
+    kl_model_manager *mgr = NULL;
+    kl_grpc_server *grpc = NULL;
+    kl_http_server *http = NULL;
+    int port = 0, hport = 0;
+    if (kl_model_manager_create(&mo, &mgr) != KL_OK) goto fail;
     for (int i = 0; i < n_models; i++)
-        if (kl_model_store_add(store, models[i]) != KL_OK) goto fail;
-    if (kl_grpc_server_start(&opts, store, &server, &port) != KL_OK) goto fail;
-    printf("serving %zu model(s) on %s:%d\n", kl_model_store_count(store), opts.host, port);
+        if (kl_model_manager_add(mgr, models[i]) != KL_OK) goto fail;
+    for (int i = 0; i < n_traffic; i++)
+        if (kl_model_manager_set_traffic(mgr, traffic[i].name, traffic[i].mode,
+                                         traffic[i].challenger, traffic[i].share) != KL_OK)
+            goto fail;
+    if (kl_model_manager_start(mgr) != KL_OK) goto fail;
+    if (kl_grpc_server_start(&opts, mgr, &grpc, &port) != KL_OK) goto fail;
+    if (http_port >= 0) {
+        ho.host = opts.host;
+        ho.port = http_port;
+        if (kl_http_server_start(&ho, mgr, &http, &hport) != KL_OK) goto fail;
+    }
+    printf("serving %zu model(s) on %s:%d (gRPC)", kl_model_manager_count(mgr), opts.host, port);
+    if (http) printf(", %s:%d (HTTP, /metrics)", opts.host, hport);
+    printf("\n");
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);
-    fprintf(stderr, "kiln serve: %s: stopping (finishing in-flight calls)\n",
+    fprintf(stderr, "kiln serve: %s: stopping (finishing queued and in-flight requests)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM");
-    kl_grpc_server_stop(server);
+    /* Both front ends stop accepting and wait for their calls, which the batchers keep
+     * answering; only then do the models go. */
+    if (http) kl_http_server_set_stopping(http);
+    kl_grpc_server_stop(grpc);
+    grpc = NULL;
+    kl_http_server_stop(http);
+    http = NULL;
     rc = 0;
-    goto done;
+    goto cleanup;
 fail:
     rc = kl_cli_fail("serve");
+cleanup:
+    kl_grpc_server_stop(grpc);
+    kl_http_server_stop(http);
+    kl_model_manager_free(mgr);
 done:
-    kl_model_store_free(store);
+    for (int i = 0; i < n_owned; i++)
+        free(owned[i]);
+    free(owned);
+    free(traffic);
     free(models);
     return rc;
 }

@@ -1,11 +1,29 @@
 /* grpc_server.c — the gRPC core C API driven from plain C (see grpc_server.h).
  *
- * Each call context is its own completion-queue tag and walks three stages: NEW (a posted
- * grpc_server_request_call), READ (one RECV_MESSAGE), DONE (SEND_INITIAL_METADATA, the message,
- * SEND_STATUS_FROM_SERVER and RECV_CLOSE_ON_SERVER in one batch). Only one batch of a call is
- * outstanding at a time, so a call is touched by one thread at a time and needs no lock.
- * Initial metadata always travels with the status: a status sent without it never reaches the
- * client (it waits for its deadline).
+ * Calls. Each call has a context (call_ctx) holding four completion-queue tags: NEW (the posted
+ * grpc_server_request_call), READ (one RECV_MESSAGE), WRITE (a SEND_MESSAGE or the final status)
+ * and CLOSE (RECV_CLOSE_ON_SERVER, streams only: it tells a cancelled stream). The context is
+ * reference counted: one reference per batch in flight, one per request in the model manager,
+ * one per worker thread; the last unref frees it. Initial metadata always travels with the first
+ * message or the status: a status sent without it never reaches the client.
+ *
+ * Unary calls read one message and answer {initial metadata, message, status, RECV_CLOSE} in one
+ * batch. Most are answered on the completion-queue (CQ) thread; ModelInfer is handed to the
+ * model manager and answered from the batcher thread that ran it (done callback: it encodes the
+ * response and starts the answering batch itself — the CQ thread never touches the call after
+ * the hand-over, so the two never race); RepositoryModelLoad/Unload run on a short-lived thread
+ * (a load can take seconds and would stall a poller).
+ *
+ * Streams (ModelStreamInfer, Health/Watch, ServerReflectionInfo) keep at most one RECV_MESSAGE
+ * and one SEND batch in flight, as gRPC requires. Answers that are ready while a send is in
+ * flight wait in a per-call queue under the call's mutex; each send completion starts the next.
+ * Every grpc_call_start_batch on a stream happens under that mutex. Reading pauses while
+ * STREAM_WINDOW answers are owed, so a client that does not read cannot make the server buffer
+ * without bound. ModelStreamInfer answers in completion order; errors travel in error_message and
+ * the stream goes on; the client's half-close ends the call with OK once every answer is sent.
+ *
+ * Shutdown (kl_grpc_server_stop) is ordered so that no model-manager callback can touch freed
+ * memory: see the comment there.
  */
 #include "serving/grpc_server.h"
 
@@ -20,33 +38,92 @@
 #include <grpc/byte_buffer.h>        /* grpc_raw_byte_buffer_create */
 #include <grpc/byte_buffer_reader.h> /* reading a request's bytes */
 #include <grpc/grpc.h>               /* server, completion queues, calls */
-#include <grpc/grpc_security.h>      /* insecure server credentials */
+#include <grpc/grpc_security.h>      /* insecure and SSL server credentials */
 #include <grpc/slice.h>              /* grpc_slice */
 #include <grpc/support/time.h>       /* gpr_inf_future */
 
-#include "proto/health.pb-c.h" /* grpc.health.v1 messages */
+#include "runtime/fileio.h"      /* kl_file_read for the TLS files */
+#include "serving/health.h"      /* grpc.health.v1 statuses and messages */
+#include "serving/oip_service.h" /* the unary methods over the manager */
+#include "serving/reflection.h"  /* server reflection over the embedded descriptors */
 
 /* request_call contexts kept posted per completion queue: calls that can arrive at once. */
 #define POSTED_PER_CQ 16
+/* Answers one stream may owe (in the manager or queued to send) before it stops reading. */
+#define STREAM_WINDOW 64
 
 #define INFER_SERVICE "inference.GRPCInferenceService"
 
 typedef enum {
-    CALL_NEW,  /* waiting in grpc_server_request_call */
-    CALL_READ, /* waiting for the request message */
-    CALL_DONE, /* waiting for the answer batch to complete */
-} call_stage;
+    M_UNARY,        /* answered on the CQ thread */
+    M_INFER,        /* ModelInfer: answered by the model manager's done callback */
+    M_BLOCKING,     /* answered from a worker thread (repository load/unload) */
+    M_SERVER,       /* ServerLive/Ready/Metadata, Health/Check: need the server's state */
+    M_STREAM_INFER, /* ModelStreamInfer: bidi */
+    M_WATCH,        /* Health/Watch: one request, a stream of answers */
+    M_REFLECT,      /* ServerReflectionInfo (v1 and v1alpha): bidi */
+} method_kind;
+
+/* A server-state method's handler (ServerLive, ServerReady, ServerMetadata, Health/Check). */
+typedef kl_grpc_code (*server_fn)(kl_grpc_server *s, const uint8_t *req, size_t len, uint8_t **resp,
+                                  size_t *resp_len);
 
 typedef struct {
-    call_stage stage;           /* which completion this context waits for */
+    const char *path;    /* "/package.Service/Method" */
+    method_kind kind;    /* how it is served */
+    kl_oip_method_fn fn; /* M_UNARY, M_BLOCKING: the handler over the manager */
+    server_fn sfn;       /* M_SERVER: the handler over the server */
+} method_def;
+
+typedef enum { T_NEW, T_READ, T_WRITE, T_CLOSE, N_TAGS } tag_kind;
+
+typedef struct call_ctx call_ctx;
+
+/* A completion-queue tag: which completion, of which call. */
+typedef struct {
+    tag_kind kind; /* what completed */
+    call_ctx *c;   /* whose */
+} call_tag;
+
+/* A stream answer waiting for the send in flight to complete. */
+typedef struct out_msg {
+    grpc_byte_buffer *bb; /* the message, owned */
+    struct out_msg *next; /* the next in line */
+} out_msg;
+
+struct call_ctx {
+    kl_grpc_server *s;          /* the server */
+    const method_def *m;        /* the method; NULL for one kiln does not serve */
     int cq;                     /* index of the completion queue it lives on */
     grpc_call *call;            /* the call (NULL until one arrives), one ref owned */
     grpc_call_details details;  /* method path, host, deadline */
     grpc_metadata_array req_md; /* request metadata (unused so far, owned) */
-    grpc_byte_buffer *recv;     /* the request message, owned; NULL if none */
-    grpc_byte_buffer *send;     /* the response message, owned until DONE completes */
+    call_tag tags[N_TAGS];      /* this call's tags, by kind */
+    atomic_int refs;            /* batches in flight + manager requests + workers (+ NEW) */
+    grpc_byte_buffer *recv;     /* target of the RECV_MESSAGE in flight; owned when set */
     int cancelled;              /* RECV_CLOSE_ON_SERVER: whether the client cancelled */
-} call_ctx;
+    /* --- streams: guarded by mu, as is every start_batch on a stream --- */
+    pthread_mutex_t mu;        /* the call's lock */
+    grpc_byte_buffer *sending; /* the message of the send in flight, owned */
+    int writing;               /* a send (message or status) is in flight */
+    out_msg *q_head, *q_tail;  /* answers waiting to be sent */
+    int q_len;                 /* entries in the queue */
+    int in_manager;            /* ModelStreamInfer requests the manager has not answered */
+    int reading;               /* a RECV_MESSAGE is in flight */
+    int half_closed;           /* the client sent its last message */
+    int finishing;             /* the server is stopping: read no more, end once answered */
+    int ending;                /* end with end_code once the queue is sent (a fatal error) */
+    kl_grpc_code end_code;     /* ... that code */
+    char end_msg[256];         /* ... and message */
+    int dead;                  /* cancelled or failed: send nothing more */
+    int md_sent;               /* initial metadata went out */
+    int status_sent;           /* the final status went out (or is in flight) */
+    int watching;              /* Health/Watch: its request was read */
+    int watch_status;          /* Health/Watch: the last status sent */
+    int watch_known;           /* Health/Watch: the service is one kiln reports on */
+    call_ctx *prev, *next;     /* in the server's list of open streams */
+    int listed;                /* whether it is in that list */
+};
 
 struct kl_grpc_server {
     grpc_server *server;        /* the gRPC server */
@@ -54,165 +131,164 @@ struct kl_grpc_server {
     pthread_t *threads;         /* the polling threads, one per CQ */
     int n;                      /* completion queues (and threads) */
     int n_started;              /* threads actually started */
-    kl_model_store *store;      /* models answered for, borrowed */
+    kl_model_manager *mm;       /* models answered for, borrowed */
+    kl_reflection *refl;        /* the reflection index, owned */
     double grace;               /* seconds in-flight calls may run after stop begins */
     int shutdown_tag;           /* its address tags grpc_server_shutdown_and_notify */
-    atomic_int stopping;        /* set once stop began: no more reposts, health NOT_SERVING */
-    pthread_mutex_t mu;         /* guards shutdown_done */
-    pthread_cond_t cv;          /* signalled when shutdown_done is set */
-    int shutdown_done;          /* the shutdown tag came back: every call is finished */
+    atomic_int stopping;        /* set once stop began: health NOT_SERVING, no reposts */
+    pthread_mutex_t mu;         /* guards live, streams and shutdown_done */
+    pthread_cond_t cv;          /* signalled when live drops or shutdown_done is set */
+    long live;                  /* call contexts not yet freed (posted ones included) */
+    call_ctx *streams;          /* open stream calls (finished when stop begins) */
+    int shutdown_done;          /* the shutdown tag came back */
 };
 
-/* A method's handler: request bytes in, response bytes (malloc'd) out, or a code with
- * kl_errmsg() saying why. */
-typedef kl_grpc_code (*handler_fn)(kl_grpc_server *s, const uint8_t *req, size_t len,
-                                   uint8_t **resp, size_t *resp_len);
+/* --- server-state handlers -------------------------------------------------------------------- */
+
+static kl_grpc_code encoded(kl_status st) {
+    return st == KL_OK ? KL_GRPC_OK : kl_grpc_code_from_status(st);
+}
 
 static kl_grpc_code h_server_live(kl_grpc_server *s, const uint8_t *req, size_t len, uint8_t **resp,
                                   size_t *resp_len) {
     (void)s, (void)req, (void)len;
-    kl_status st = kl_oip_encode_bool_response(1, resp, resp_len);
-    return st == KL_OK ? KL_GRPC_OK : kl_grpc_code_from_status(st);
+    return encoded(kl_oip_encode_bool_response(1, resp, resp_len));
 }
 
 static kl_grpc_code h_server_ready(kl_grpc_server *s, const uint8_t *req, size_t len,
                                    uint8_t **resp, size_t *resp_len) {
     (void)req, (void)len;
-    kl_status st = kl_oip_encode_bool_response(!atomic_load(&s->stopping), resp, resp_len);
-    return st == KL_OK ? KL_GRPC_OK : kl_grpc_code_from_status(st);
+    return encoded(kl_oip_encode_bool_response(!atomic_load(&s->stopping), resp, resp_len));
 }
 
 static kl_grpc_code h_server_metadata(kl_grpc_server *s, const uint8_t *req, size_t len,
                                       uint8_t **resp, size_t *resp_len) {
     (void)s, (void)req, (void)len;
-    static const char *const ext[] = {"model_configuration"};
-    kl_status st = kl_oip_encode_server_metadata("kiln", KILN_VERSION, ext, 1, resp, resp_len);
-    return st == KL_OK ? KL_GRPC_OK : kl_grpc_code_from_status(st);
+    static const char *const ext[] = {"model_configuration", "statistics", "model_repository"};
+    return encoded(kl_oip_encode_server_metadata("kiln", KILN_VERSION, ext, 3, resp, resp_len));
 }
 
-static kl_grpc_code h_model_ready(kl_grpc_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                                  size_t *resp_len) {
-    return kl_model_store_ready(s->store, req, len, resp, resp_len);
-}
-
-static kl_grpc_code h_model_metadata(kl_grpc_server *s, const uint8_t *req, size_t len,
-                                     uint8_t **resp, size_t *resp_len) {
-    return kl_model_store_metadata(s->store, req, len, resp, resp_len);
-}
-
-static kl_grpc_code h_model_config(kl_grpc_server *s, const uint8_t *req, size_t len,
-                                   uint8_t **resp, size_t *resp_len) {
-    return kl_model_store_config(s->store, req, len, resp, resp_len);
-}
-
-static kl_grpc_code h_model_infer(kl_grpc_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                                  size_t *resp_len) {
-    return kl_model_store_infer(s->store, req, len, resp, resp_len);
-}
-
-/* grpc.health.v1.Health/Check: SERVING for the whole server ("") and the inference service,
- * NOT_SERVING once stopping, NOT_FOUND for any other service name. */
+/* grpc.health.v1.Health/Check: kl_health_of, NOT_FOUND for a service name kiln does not know. */
 static kl_grpc_code h_health_check(kl_grpc_server *s, const uint8_t *req, size_t len,
                                    uint8_t **resp, size_t *resp_len) {
-    Grpc__Health__V1__HealthCheckRequest *r =
-        grpc__health__v1__health_check_request__unpack(NULL, len, req);
-    if (!r) {
-        kl_seterr(KL_EFORMAT, "malformed HealthCheckRequest (%zu bytes do not parse)", len);
-        return KL_GRPC_INVALID_ARGUMENT;
-    }
-    const char *svc = r->service ? r->service : "";
-    kl_grpc_code c = KL_GRPC_OK;
-    if (*svc && strcmp(svc, INFER_SERVICE)) {
-        kl_seterr(KL_ENOTFOUND, "unknown service \"%s\"", svc);
-        c = KL_GRPC_NOT_FOUND;
-    }
-    grpc__health__v1__health_check_request__free_unpacked(r, NULL);
+    char *svc = NULL;
+    kl_grpc_code c = kl_health_decode_request(req, len, &svc);
     if (c != KL_GRPC_OK) return c;
-    Grpc__Health__V1__HealthCheckResponse out = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    out.status = atomic_load(&s->stopping)
-                     ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-    size_t n = grpc__health__v1__health_check_response__get_packed_size(&out);
-    *resp = malloc(n ? n : 1);
-    if (!*resp) {
-        kl_seterr(KL_ENOMEM, "HealthCheckResponse: out of memory");
-        return KL_GRPC_RESOURCE_EXHAUSTED;
+    kl_health_status st = kl_health_of(svc, atomic_load(&s->stopping));
+    if (st == KL_HEALTH_SERVICE_UNKNOWN) {
+        kl_seterr(KL_ENOTFOUND, "unknown service \"%s\"", svc);
+        free(svc);
+        return KL_GRPC_NOT_FOUND;
     }
-    *resp_len = grpc__health__v1__health_check_response__pack(&out, *resp);
-    return KL_GRPC_OK;
+    free(svc);
+    return encoded(kl_health_encode_response(st, resp, resp_len));
 }
 
 /* The methods served, by HTTP/2 path; anything else answers UNIMPLEMENTED. */
-static const struct {
-    const char *path; /* "/package.Service/Method" */
-    handler_fn fn;    /* its handler */
-} methods[] = {
-    {"/" INFER_SERVICE "/ServerLive", h_server_live},
-    {"/" INFER_SERVICE "/ServerReady", h_server_ready},
-    {"/" INFER_SERVICE "/ModelReady", h_model_ready},
-    {"/" INFER_SERVICE "/ServerMetadata", h_server_metadata},
-    {"/" INFER_SERVICE "/ModelMetadata", h_model_metadata},
-    {"/" INFER_SERVICE "/ModelConfig", h_model_config},
-    {"/" INFER_SERVICE "/ModelInfer", h_model_infer},
-    {"/grpc.health.v1.Health/Check", h_health_check},
+static const method_def methods[] = {
+    {"/" INFER_SERVICE "/ServerLive", M_SERVER, NULL, h_server_live},
+    {"/" INFER_SERVICE "/ServerReady", M_SERVER, NULL, h_server_ready},
+    {"/" INFER_SERVICE "/ServerMetadata", M_SERVER, NULL, h_server_metadata},
+    {"/" INFER_SERVICE "/ModelReady", M_UNARY, kl_oip_service_model_ready, NULL},
+    {"/" INFER_SERVICE "/ModelMetadata", M_UNARY, kl_oip_service_model_metadata, NULL},
+    {"/" INFER_SERVICE "/ModelConfig", M_UNARY, kl_oip_service_model_config, NULL},
+    {"/" INFER_SERVICE "/ModelStatistics", M_UNARY, kl_oip_service_model_statistics, NULL},
+    {"/" INFER_SERVICE "/RepositoryIndex", M_UNARY, kl_oip_service_repository_index, NULL},
+    {"/" INFER_SERVICE "/RepositoryModelLoad", M_BLOCKING, kl_oip_service_repository_load, NULL},
+    {"/" INFER_SERVICE "/RepositoryModelUnload", M_BLOCKING, kl_oip_service_repository_unload,
+     NULL},
+    {"/" INFER_SERVICE "/ModelInfer", M_INFER, NULL, NULL},
+    {"/" INFER_SERVICE "/ModelStreamInfer", M_STREAM_INFER, NULL, NULL},
+    {"/grpc.health.v1.Health/Check", M_SERVER, NULL, h_health_check},
+    {"/grpc.health.v1.Health/Watch", M_WATCH, NULL, NULL},
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", M_REFLECT, NULL, NULL},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", M_REFLECT, NULL, NULL},
 };
 
-static handler_fn find_handler(grpc_slice method) {
+static const method_def *find_method(grpc_slice path) {
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
-        if (!grpc_slice_str_cmp(method, methods[i].path)) return methods[i].fn;
+        if (!grpc_slice_str_cmp(path, methods[i].path)) return &methods[i];
     return NULL;
+}
+
+static int is_stream(const method_def *m) {
+    return m && (m->kind == M_STREAM_INFER || m->kind == M_WATCH || m->kind == M_REFLECT);
 }
 
 /* --- call contexts ---------------------------------------------------------------------------- */
 
+static void drop_queue(call_ctx *c) {
+    while (c->q_head) {
+        out_msg *o = c->q_head;
+        c->q_head = o->next;
+        grpc_byte_buffer_destroy(o->bb);
+        free(o);
+    }
+    c->q_tail = NULL;
+    c->q_len = 0;
+}
+
 static void ctx_free(call_ctx *c) {
+    kl_grpc_server *s = c->s;
+    if (c->listed) {
+        pthread_mutex_lock(&s->mu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->streams = c->next;
+        if (c->next) c->next->prev = c->prev;
+        pthread_mutex_unlock(&s->mu);
+    }
+    drop_queue(c);
     if (c->call) grpc_call_unref(c->call); /* cancels the call if it never got a status */
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
-    if (c->send) grpc_byte_buffer_destroy(c->send);
+    if (c->sending) grpc_byte_buffer_destroy(c->sending);
     grpc_call_details_destroy(&c->details);
     grpc_metadata_array_destroy(&c->req_md);
+    pthread_mutex_destroy(&c->mu);
     free(c);
+    /* The last touch of the server by this context (and so by any batcher callback): stop
+     * waits for live to reach 0 before it frees anything. */
+    pthread_mutex_lock(&s->mu);
+    s->live--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void unref(call_ctx *c) {
+    if (atomic_fetch_sub(&c->refs, 1) == 1) ctx_free(c);
+}
+
+/* Starts a batch tagged `t`, holding a reference for it. Returns 0, or -1 (no reference held). */
+static int start(call_ctx *c, const grpc_op *ops, size_t n, tag_kind t) {
+    atomic_fetch_add(&c->refs, 1);
+    if (grpc_call_start_batch(c->call, ops, n, &c->tags[t], NULL) == GRPC_CALL_OK) return 0;
+    atomic_fetch_sub(&c->refs, 1); /* the caller holds another: never the last */
+    return -1;
 }
 
 /* Posts one request_call on completion queue `cq`. Returns 0, or -1 if it could not. */
 static int post_request(kl_grpc_server *s, int cq) {
     call_ctx *c = calloc(1, sizeof *c);
     if (!c) return -1;
-    c->stage = CALL_NEW;
+    c->s = s;
     c->cq = cq;
+    for (int k = 0; k < N_TAGS; k++)
+        c->tags[k] = (call_tag){(tag_kind)k, c};
+    atomic_init(&c->refs, 1); /* the NEW completion's */
+    pthread_mutex_init(&c->mu, NULL);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->req_md);
+    pthread_mutex_lock(&s->mu);
+    s->live++;
+    pthread_mutex_unlock(&s->mu);
     grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->req_md,
-                                                 s->cq[cq], s->cq[cq], c);
+                                                 s->cq[cq], s->cq[cq], &c->tags[T_NEW]);
     if (e != GRPC_CALL_OK) {
         ctx_free(c);
         return -1;
     }
     return 0;
-}
-
-/* Sends initial metadata, the message (bb, owned from here on; may be NULL) and the status
- * in one batch, with RECV_CLOSE_ON_SERVER. */
-static void answer(call_ctx *c, kl_grpc_code code, const char *msg, grpc_byte_buffer *bb) {
-    c->stage = CALL_DONE;
-    c->send = bb;
-    grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
-    grpc_op ops[4];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA; /* count 0: never a status without it */
-    if (bb) {
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = bb;
-    }
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
-    ops[n++].data.send_status_from_server.status_details = &details; /* copied by core */
-    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, c, NULL);
-    grpc_slice_unref(details);
-    if (e != GRPC_CALL_OK) ctx_free(c);
 }
 
 /* Wraps a malloc'd buffer as a byte buffer without copying (free runs when gRPC is done). */
@@ -229,48 +305,497 @@ static grpc_byte_buffer *wrap_bytes(uint8_t *buf, size_t len) {
     return bb;
 }
 
-/* The request message arrived (or not): run the handler and answer. */
-static void on_read(kl_grpc_server *s, call_ctx *c) {
-    handler_fn fn = find_handler(c->details.method);
-    if (!c->recv) {
-        answer(c, KL_GRPC_INVALID_ARGUMENT, "no request message", NULL);
-        return;
-    }
+/* Flattens a received message into one slice (unref it), or returns 0 if it cannot be read. */
+static int read_bytes(grpc_byte_buffer *bb, grpc_slice *out) {
     grpc_byte_buffer_reader rd;
-    if (!grpc_byte_buffer_reader_init(&rd, c->recv)) {
-        answer(c, KL_GRPC_INVALID_ARGUMENT, "request message could not be decompressed", NULL);
-        return;
-    }
-    grpc_slice req = grpc_byte_buffer_reader_readall(&rd);
+    if (!grpc_byte_buffer_reader_init(&rd, bb)) return 0;
+    *out = grpc_byte_buffer_reader_readall(&rd);
     grpc_byte_buffer_reader_destroy(&rd);
+    return 1;
+}
+
+/* --- unary calls ------------------------------------------------------------------------------ */
+
+/* Answers a unary call: initial metadata, the message (resp, owned from here on; NULL for
+ * none) and the status in one batch, with RECV_CLOSE_ON_SERVER. */
+static void answer(call_ctx *c, kl_grpc_code code, const char *msg, uint8_t *resp,
+                   size_t resp_len) {
+    grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA; /* count 0: never a status without it */
+    if (resp) {
+        c->sending = wrap_bytes(resp, resp_len);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->sending;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    ops[n++].data.send_status_from_server.status_details = &details; /* copied by core */
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
+    start(c, ops, n, T_WRITE); /* on failure the call is dead: its unref cancels it */
+    grpc_slice_unref(details);
+}
+
+/* Answers with a handler's outcome. */
+static void answer_with(call_ctx *c, kl_grpc_code code, uint8_t *resp, size_t resp_len) {
+    if (code == KL_GRPC_OK)
+        answer(c, code, NULL, resp, resp_len);
+    else
+        answer(c, code, kl_errmsg(), NULL, 0);
+}
+
+/* ModelInfer's done callback: on a batcher thread, or inline on an immediate failure. The CQ
+ * thread let go of the call when it handed the request over, so this thread owns it now. */
+static void unary_infer_done(void *user, const kl_oip_request *req, const kl_infer_result *res) {
+    call_ctx *c = user;
     uint8_t *resp = NULL;
     size_t resp_len = 0;
     kl_clearerr();
-    kl_grpc_code code = fn(s, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req), &resp, &resp_len);
-    grpc_slice_unref(req);
-    if (code == KL_GRPC_OK)
-        answer(c, code, NULL, wrap_bytes(resp, resp_len));
-    else
-        answer(c, code, kl_errmsg(), NULL);
+    kl_grpc_code code = kl_oip_service_infer_response(req, res, &resp, &resp_len);
+    answer_with(c, code, resp, resp_len);
+    unref(c); /* the manager's reference */
 }
 
-/* A new call arrived on c: keep the queue posted, then read its message or refuse it. */
-static void on_new(kl_grpc_server *s, call_ctx *c) {
-    if (!atomic_load(&s->stopping)) post_request(s, c->cq);
-    if (!find_handler(c->details.method)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "method \"%.*s\" is not implemented by kiln",
-                 (int)GRPC_SLICE_LENGTH(c->details.method),
-                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
-        answer(c, KL_GRPC_UNIMPLEMENTED, msg, NULL);
+typedef struct {
+    call_ctx *c;    /* the call, one reference held */
+    grpc_slice req; /* the request bytes, one ref held */
+} blocking_job;
+
+static void *blocking_worker(void *arg) {
+    blocking_job *j = arg;
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    kl_clearerr();
+    kl_grpc_code code = j->c->m->fn(j->c->s->mm, GRPC_SLICE_START_PTR(j->req),
+                                    GRPC_SLICE_LENGTH(j->req), &resp, &resp_len);
+    answer_with(j->c, code, resp, resp_len);
+    grpc_slice_unref(j->req);
+    unref(j->c);
+    free(j);
+    return NULL;
+}
+
+/* A unary call's request arrived (or not): answer it, or hand it over. */
+static void on_unary_read(call_ctx *c) {
+    kl_grpc_server *s = c->s;
+    grpc_slice req;
+    if (!c->recv) {
+        answer(c, KL_GRPC_INVALID_ARGUMENT, "no request message", NULL, 0);
         return;
     }
-    c->stage = CALL_READ;
+    int ok = read_bytes(c->recv, &req);
+    grpc_byte_buffer_destroy(c->recv);
+    c->recv = NULL;
+    if (!ok) {
+        answer(c, KL_GRPC_INVALID_ARGUMENT, "request message could not be decompressed", NULL, 0);
+        return;
+    }
+    const uint8_t *p = GRPC_SLICE_START_PTR(req);
+    size_t len = GRPC_SLICE_LENGTH(req);
+    uint8_t *resp = NULL;
+    size_t resp_len = 0;
+    kl_grpc_code code;
+    kl_clearerr();
+    switch (c->m->kind) {
+    case M_UNARY:
+        code = c->m->fn(s->mm, p, len, &resp, &resp_len);
+        answer_with(c, code, resp, resp_len);
+        break;
+    case M_SERVER:
+        code = c->m->sfn(s, p, len, &resp, &resp_len);
+        answer_with(c, code, resp, resp_len);
+        break;
+    case M_INFER: {
+        kl_oip_request r;
+        code = kl_oip_decode_infer_resolve(p, len, kl_model_manager_resolve, s->mm, &r);
+        if (code != KL_GRPC_OK) {
+            answer(c, code, kl_errmsg(), NULL, 0);
+            break;
+        }
+        atomic_fetch_add(&c->refs, 1); /* the manager's, dropped by unary_infer_done */
+        kl_model_manager_infer(s->mm, &r, unary_infer_done, c);
+        /* From here on the done callback owns the call: do not touch c except to unref. */
+        kl_oip_request_free(&r); /* zeroed by the hand-over: frees nothing */
+        break;
+    }
+    case M_BLOCKING: {
+        blocking_job *j = malloc(sizeof *j);
+        pthread_t t;
+        pthread_attr_t attr;
+        int started = 0;
+        if (j) {
+            *j = (blocking_job){c, grpc_slice_ref(req)};
+            atomic_fetch_add(&c->refs, 1);
+            pthread_attr_init(&attr);
+            pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+            started = pthread_create(&t, &attr, blocking_worker, j) == 0;
+            pthread_attr_destroy(&attr);
+            if (!started) blocking_worker(j); /* no thread: do it here */
+        } else {
+            answer(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        }
+        break;
+    }
+    default:
+        answer(c, KL_GRPC_INTERNAL, "method kind not unary", NULL, 0);
+        break;
+    }
+    grpc_slice_unref(req);
+}
+
+/* --- streams ---------------------------------------------------------------------------------- */
+
+/* Whether the stream is done: every answer it owes is sent and nothing more will come. */
+static int stream_complete(const call_ctx *c) {
+    if (c->q_head || c->in_manager) return 0;
+    if (c->ending) return 1;
+    if (c->m->kind == M_WATCH) /* a watch ends at shutdown, once its request is answered */
+        return c->finishing && (c->watching || c->half_closed);
+    return c->half_closed || c->finishing;
+}
+
+/* Under c->mu: starts the next send if none is in flight — the next queued answer, or the final
+ * status once the stream is complete. */
+static void pump_locked(call_ctx *c) {
+    if (c->writing || c->status_sent || c->dead) return;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->q_head) {
+        out_msg *o = c->q_head;
+        c->q_head = o->next;
+        if (!c->q_head) c->q_tail = NULL;
+        c->q_len--;
+        c->sending = o->bb;
+        free(o);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->sending;
+        if (start(c, ops, n, T_WRITE)) {
+            c->dead = 1;
+            drop_queue(c);
+            return;
+        }
+    } else if (stream_complete(c)) {
+        kl_grpc_code code = KL_GRPC_OK;
+        const char *msg = "";
+        if (c->ending) {
+            code = c->end_code;
+            msg = c->end_msg;
+        } else if (c->finishing && !c->half_closed && c->m->kind != M_WATCH) {
+            code = KL_GRPC_UNAVAILABLE;
+            msg = "kiln is stopping: requests after the last answer were not processed";
+        }
+        grpc_slice details = grpc_slice_from_copied_string(msg);
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+        ops[n++].data.send_status_from_server.status_details = &details;
+        c->status_sent = 1;
+        if (start(c, ops, n, T_WRITE)) c->dead = 1;
+        grpc_slice_unref(details);
+        if (c->dead) return;
+    } else {
+        return;
+    }
+    c->md_sent = 1;
+    c->writing = 1;
+}
+
+/* Under c->mu: queues an answer (buf: malloc'd, owned from here on) and pumps. */
+static void enqueue_locked(call_ctx *c, uint8_t *buf, size_t len) {
+    if (c->dead || c->status_sent) {
+        free(buf);
+        return;
+    }
+    out_msg *o = malloc(sizeof *o);
+    if (!o) {
+        free(buf);
+        c->ending = 1;
+        c->end_code = KL_GRPC_RESOURCE_EXHAUSTED;
+        snprintf(c->end_msg, sizeof c->end_msg, "out of memory queueing an answer");
+    } else {
+        o->bb = wrap_bytes(buf, len);
+        o->next = NULL;
+        if (c->q_tail)
+            c->q_tail->next = o;
+        else
+            c->q_head = o;
+        c->q_tail = o;
+        c->q_len++;
+    }
+    pump_locked(c);
+}
+
+/* Under c->mu: ends the stream with `code` after what is queued (a fatal error). */
+static void end_locked(call_ctx *c, kl_grpc_code code, const char *msg) {
+    if (!c->ending) {
+        c->ending = 1;
+        c->end_code = code;
+        snprintf(c->end_msg, sizeof c->end_msg, "%s", msg);
+    }
+    pump_locked(c);
+}
+
+/* Under c->mu: posts the next RECV_MESSAGE when the stream wants one and has room. */
+static void read_locked(call_ctx *c) {
+    if (c->reading || c->half_closed || c->ending || c->dead || c->status_sent) return;
+    if (c->m->kind == M_WATCH) {
+        if (c->watching) return; /* Watch takes one request (read even when stopping) */
+    } else if (c->finishing) {
+        return;
+    }
+    if (c->in_manager + c->q_len >= STREAM_WINDOW) return; /* resumed by a send completion */
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv;
-    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) ctx_free(c);
+    if (start(c, &op, 1, T_READ) == 0)
+        c->reading = 1;
+    else
+        c->dead = 1;
+}
+
+/* ModelStreamInfer's done callback (a batcher thread, or inline): queue the answer. */
+static void stream_infer_done(void *user, const kl_oip_request *req, const kl_infer_result *res) {
+    call_ctx *c = user;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    kl_status st = kl_oip_service_stream_response(req, res, &buf, &len); /* outside the lock */
+    pthread_mutex_lock(&c->mu);
+    c->in_manager--;
+    if (st == KL_OK)
+        enqueue_locked(c, buf, len);
+    else
+        end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory encoding an answer");
+    read_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    unref(c); /* the manager's reference */
+}
+
+/* One ModelStreamInfer request: to the manager, or an in-band error. */
+static void stream_infer_one(call_ctx *c, const uint8_t *p, size_t len) {
+    kl_oip_request r;
+    kl_clearerr();
+    kl_grpc_code code = kl_oip_decode_infer_resolve(p, len, kl_model_manager_resolve, c->s->mm, &r);
+    if (code != KL_GRPC_OK) {
+        uint8_t *buf = NULL;
+        size_t blen = 0;
+        kl_status st = kl_oip_encode_stream_response(kl_errmsg(), NULL, 0, &buf, &blen);
+        pthread_mutex_lock(&c->mu);
+        if (st == KL_OK)
+            enqueue_locked(c, buf, blen);
+        else
+            end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory encoding an answer");
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->in_manager++;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&c->refs, 1); /* the manager's, dropped by stream_infer_done */
+    kl_model_manager_infer(c->s->mm, &r, stream_infer_done, c);
+    kl_oip_request_free(&r);
+}
+
+/* The Health/Watch request: answer the current status; later changes come from stop. */
+static void watch_one(call_ctx *c, const uint8_t *p, size_t len) {
+    char *svc = NULL;
+    kl_clearerr();
+    kl_grpc_code code = kl_health_decode_request(p, len, &svc);
+    pthread_mutex_lock(&c->mu);
+    c->watching = 1;
+    if (code != KL_GRPC_OK) {
+        end_locked(c, code, kl_errmsg());
+    } else {
+        /* Under c->mu, so a concurrent stop either sees watching (and sends NOT_SERVING after
+         * this) or set finishing before (and this reads stopping as set). */
+        c->watch_status = kl_health_of(svc, atomic_load(&c->s->stopping));
+        c->watch_known = c->watch_status != KL_HEALTH_SERVICE_UNKNOWN;
+        uint8_t *buf = NULL;
+        size_t blen = 0;
+        if (kl_health_encode_response((kl_health_status)c->watch_status, &buf, &blen) == KL_OK)
+            enqueue_locked(c, buf, blen);
+        else
+            end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(svc);
+}
+
+/* One ServerReflectionInfo request: answered at once, in order. */
+static void reflect_one(call_ctx *c, const uint8_t *p, size_t len) {
+    uint8_t *buf = NULL;
+    size_t blen = 0;
+    kl_clearerr();
+    kl_grpc_code code = kl_reflection_answer(c->s->refl, p, len, &buf, &blen);
+    pthread_mutex_lock(&c->mu);
+    if (code == KL_GRPC_OK)
+        enqueue_locked(c, buf, blen);
+    else
+        end_locked(c, code, kl_errmsg());
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* A stream's RECV_MESSAGE completed. */
+static void on_stream_read(call_ctx *c, int success) {
+    pthread_mutex_lock(&c->mu);
+    c->reading = 0;
+    grpc_byte_buffer *bb = c->recv;
+    c->recv = NULL;
+    if (!success || !bb) {
+        c->half_closed = 1; /* the client's last message (or the call ended) */
+        if (c->m->kind == M_WATCH && !c->watching)
+            end_locked(c, KL_GRPC_INVALID_ARGUMENT, "Watch needs a HealthCheckRequest");
+        pump_locked(c);
+        pthread_mutex_unlock(&c->mu);
+        if (bb) grpc_byte_buffer_destroy(bb);
+        return;
+    }
+    /* Stopping: requests not yet handed to the manager are not started (the status says so). */
+    int drop = c->dead || c->status_sent || (c->finishing && c->m->kind == M_STREAM_INFER);
+    pthread_mutex_unlock(&c->mu);
+    grpc_slice req;
+    int ok = !drop && read_bytes(bb, &req);
+    grpc_byte_buffer_destroy(bb);
+    if (!drop && !ok) {
+        pthread_mutex_lock(&c->mu);
+        end_locked(c, KL_GRPC_INVALID_ARGUMENT, "request message could not be decompressed");
+        pthread_mutex_unlock(&c->mu);
+    } else if (ok) {
+        const uint8_t *p = GRPC_SLICE_START_PTR(req);
+        size_t len = GRPC_SLICE_LENGTH(req);
+        if (c->m->kind == M_STREAM_INFER)
+            stream_infer_one(c, p, len);
+        else if (c->m->kind == M_WATCH)
+            watch_one(c, p, len);
+        else
+            reflect_one(c, p, len);
+        grpc_slice_unref(req);
+    }
+    pthread_mutex_lock(&c->mu);
+    read_locked(c);
+    pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* A stream's send (message or status) completed. */
+static void on_stream_write(call_ctx *c, int success) {
+    pthread_mutex_lock(&c->mu);
+    if (c->sending) grpc_byte_buffer_destroy(c->sending);
+    c->sending = NULL;
+    c->writing = 0;
+    if (!success) {
+        c->dead = 1; /* the client went away: nothing more can be sent */
+        drop_queue(c);
+    }
+    pump_locked(c);
+    read_locked(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Under s->mu and c->mu: stopping began — finish the stream once its answers are sent (a
+ * watcher first hears NOT_SERVING). */
+static void finish_locked(call_ctx *c) {
+    /* dead or status_sent also covers a context whose last reference just went (its status
+     * was sent or it was cancelled), about to leave the list: nothing may be started on it. */
+    if (c->finishing || c->dead || c->status_sent) return;
+    c->finishing = 1;
+    if (c->m->kind == M_WATCH && c->watching && c->watch_known &&
+        c->watch_status != KL_HEALTH_NOT_SERVING) {
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        c->watch_status = KL_HEALTH_NOT_SERVING;
+        if (kl_health_encode_response(KL_HEALTH_NOT_SERVING, &buf, &len) == KL_OK)
+            enqueue_locked(c, buf, len);
+    }
+    pump_locked(c);
+}
+
+/* A stream call arrived: list it (so stop can finish it), watch for cancellation, read. */
+static void stream_begin(call_ctx *c) {
+    kl_grpc_server *s = c->s;
+    pthread_mutex_lock(&s->mu);
+    c->listed = 1;
+    c->next = s->streams;
+    if (s->streams) s->streams->prev = c;
+    s->streams = c;
+    pthread_mutex_lock(&c->mu);
+    if (atomic_load(&s->stopping)) c->finishing = 1; /* arrived as stop began */
+    pthread_mutex_unlock(&s->mu);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (start(c, &op, 1, T_CLOSE)) c->dead = 1;
+    read_locked(c);
+    pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* --- dispatch --------------------------------------------------------------------------------- */
+
+/* A new call arrived on c: keep the queue posted, then read its message or refuse it. */
+static void on_new(call_ctx *c) {
+    kl_grpc_server *s = c->s;
+    if (!atomic_load(&s->stopping)) post_request(s, c->cq);
+    c->m = find_method(c->details.method);
+    if (!c->m) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "method \"%.*s\" is not implemented by kiln",
+                 (int)GRPC_SLICE_LENGTH(c->details.method),
+                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
+        answer(c, KL_GRPC_UNIMPLEMENTED, msg, NULL, 0);
+        return;
+    }
+    if (is_stream(c->m)) {
+        stream_begin(c);
+        return;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv;
+    start(c, &op, 1, T_READ);
+}
+
+static void on_event(kl_grpc_server *s, grpc_event ev) {
+    if (ev.tag == &s->shutdown_tag) {
+        pthread_mutex_lock(&s->mu);
+        s->shutdown_done = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    call_tag *t = ev.tag;
+    call_ctx *c = t->c;
+    switch (t->kind) {
+    case T_NEW:
+        if (ev.success) on_new(c); /* else: a request_call ended by shutdown */
+        break;
+    case T_READ:
+        if (is_stream(c->m))
+            on_stream_read(c, ev.success);
+        else if (ev.success)
+            on_unary_read(c);
+        break;
+    case T_WRITE:
+        if (is_stream(c->m)) on_stream_write(c, ev.success);
+        break;
+    case T_CLOSE:
+        pthread_mutex_lock(&c->mu);
+        if (c->cancelled) {
+            c->dead = 1; /* cancelled: pending batches fail; answers owed are dropped */
+            drop_queue(c);
+        }
+        pthread_mutex_unlock(&c->mu);
+        break;
+    default:
+        break;
+    }
+    unref(c); /* the completed batch's reference */
 }
 
 typedef struct {
@@ -285,23 +810,7 @@ static void *poller(void *arg) {
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type != GRPC_OP_COMPLETE) continue;
-        if (ev.tag == &s->shutdown_tag) {
-            pthread_mutex_lock(&s->mu);
-            s->shutdown_done = 1;
-            pthread_cond_broadcast(&s->cv);
-            pthread_mutex_unlock(&s->mu);
-            continue;
-        }
-        call_ctx *c = ev.tag;
-        if (!ev.success || c->stage == CALL_DONE) {
-            /* A request_call ended by shutdown, a cancelled read, or a finished call. */
-            ctx_free(c);
-        } else if (c->stage == CALL_NEW) {
-            on_new(s, c);
-        } else {
-            on_read(s, c);
-        }
+        if (ev.type == GRPC_OP_COMPLETE) on_event(s, ev);
     }
     return NULL;
 }
@@ -309,8 +818,55 @@ static void *poller(void *arg) {
 /* --- lifecycle -------------------------------------------------------------------------------- */
 
 kl_grpc_server_opts kl_grpc_server_defaults(void) {
-    kl_grpc_server_opts o = {"127.0.0.1", 8001, 2, 64 << 20, 10.0};
+    kl_grpc_server_opts o = {"127.0.0.1", 8001, 2, 64 << 20, 10.0, NULL, NULL, NULL, 0};
     return o;
+}
+
+/* Server credentials for opts: insecure, or TLS from the PEM files. NULL with kl_errmsg set. */
+static grpc_server_credentials *make_creds(const kl_grpc_server_opts *o) {
+    if (!o->tls_cert && !o->tls_key && !o->tls_ca && !o->require_client_cert)
+        return grpc_insecure_server_credentials_create();
+    if (!o->tls_cert || !o->tls_key) {
+        kl_seterr(KL_EINVAL, "TLS needs both a certificate (--tls-cert) and its key (--tls-key)");
+        return NULL;
+    }
+    if (o->require_client_cert && !o->tls_ca) {
+        kl_seterr(KL_EINVAL, "requiring client certificates needs a CA to verify them (--tls-ca)");
+        return NULL;
+    }
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    size_t n;
+    grpc_server_credentials *creds = NULL;
+    if (kl_file_read(o->tls_cert, 1 << 20, &cert, &n) != KL_OK) {
+        kl_preferr(KL_EIO, "TLS certificate");
+    } else if (kl_file_read(o->tls_key, 1 << 20, &key, &n) != KL_OK) {
+        kl_preferr(KL_EIO, "TLS key");
+    } else if (o->tls_ca && kl_file_read(o->tls_ca, 1 << 20, &ca, &n) != KL_OK) {
+        kl_preferr(KL_EIO, "TLS client CA");
+    } else if (!strstr(cert, "-----BEGIN") || !strstr(key, "-----BEGIN") ||
+               (ca && !strstr(ca, "-----BEGIN"))) {
+        kl_seterr(KL_EFORMAT, "TLS files must be PEM (%s, %s%s%s)", o->tls_cert, o->tls_key,
+                  ca ? ", " : "", ca ? o->tls_ca : "");
+    } else {
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        grpc_ssl_client_certificate_request_type req =
+            !ca                      ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : o->require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                     : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+        /* The config copies the PEM strings; the options take the config, the credentials the
+         * options. */
+        grpc_ssl_server_certificate_config *cfg =
+            grpc_ssl_server_certificate_config_create(ca, &pair, 1);
+        grpc_ssl_server_credentials_options *opt =
+            cfg ? grpc_ssl_server_credentials_create_options_using_config(req, cfg) : NULL;
+        creds = opt ? grpc_ssl_server_credentials_create_with_options(opt) : NULL;
+        if (!creds) kl_seterr(KL_EINVAL, "TLS: gRPC refused the certificate, key or CA");
+    }
+    free(cert);
+    if (key) memset(key, 0, strlen(key)); /* the private key does not linger in freed memory */
+    free(key);
+    free(ca);
+    return creds;
 }
 
 /* Shuts down and drains a completion queue nobody polls, then destroys it. */
@@ -322,7 +878,27 @@ static void cq_drain_destroy(grpc_completion_queue *cq) {
     grpc_completion_queue_destroy(cq);
 }
 
-kl_status kl_grpc_server_start(const kl_grpc_server_opts *opts, kl_model_store *store,
+/* Frees a server that never started serving (no call can exist). */
+static void destroy_unstarted(kl_grpc_server *s) {
+    if (s->server) grpc_server_destroy(s->server);
+    for (int i = 0; i < s->n_started; i++)
+        grpc_completion_queue_shutdown(s->cq[i]);
+    for (int i = 0; i < s->n_started; i++) {
+        pthread_join(s->threads[i], NULL);
+        grpc_completion_queue_destroy(s->cq[i]);
+    }
+    for (int i = s->n_started; i < s->n; i++)
+        if (s->cq[i]) cq_drain_destroy(s->cq[i]);
+    grpc_shutdown();
+    kl_reflection_free(s->refl);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->cq);
+    free(s->threads);
+    free(s);
+}
+
+kl_status kl_grpc_server_start(const kl_grpc_server_opts *opts, kl_model_manager *m,
                                kl_grpc_server **out, int *bound_port) {
     *out = NULL;
     if (opts->threads < 1 || opts->threads > 256)
@@ -340,13 +916,18 @@ kl_status kl_grpc_server_start(const kl_grpc_server_opts *opts, kl_model_store *
         free(s);
         return kl_seterr(KL_ENOMEM, "grpc server: out of memory");
     }
-    s->store = store;
+    s->mm = m;
     s->grace = opts->grace_seconds;
     atomic_init(&s->stopping, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-
     grpc_init();
+    if (kl_reflection_create(kl_proto_descriptor_set, (size_t)kl_proto_descriptor_set_len,
+                             &s->refl) != KL_OK) {
+        destroy_unstarted(s);
+        return kl_preferr(KL_EINTERNAL, "grpc server");
+    }
+
     grpc_arg args[3];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
@@ -367,98 +948,107 @@ kl_status kl_grpc_server_start(const kl_grpc_server_opts *opts, kl_model_store *
     char addr[300];
     snprintf(addr, sizeof addr, strchr(opts->host, ':') ? "[%s]:%d" : "%s:%d", opts->host,
              opts->port);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = make_creds(opts);
+    if (!creds) {
+        destroy_unstarted(s);
+        return kl_preferr(KL_EINVAL, "grpc server");
+    }
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
-        grpc_server_destroy(s->server);
-        for (int i = 0; i < s->n; i++)
-            cq_drain_destroy(s->cq[i]);
-        grpc_shutdown();
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->cv);
-        free(s->cq);
-        free(s->threads);
-        free(s);
+        destroy_unstarted(s);
         return kl_seterr(KL_EIO, "cannot listen on %s (address in use or not local?)", addr);
     }
-    grpc_server_start(s->server);
-    for (int i = 0; i < s->n; i++)
-        for (int k = 0; k < POSTED_PER_CQ; k++)
-            post_request(s, i);
+    /* Pollers first: if one cannot start, nothing was served yet and teardown is simple. */
     for (int i = 0; i < s->n; i++) {
         poller_arg *a = malloc(sizeof *a);
         int err = a ? 0 : ENOMEM;
         if (a) {
-            a->s = s;
-            a->cq = i;
+            *a = (poller_arg){s, i};
             err = pthread_create(&s->threads[i], NULL, poller, a);
             if (err) free(a);
         }
         if (err) {
-            kl_grpc_server_stop(s);
+            destroy_unstarted(s);
             return kl_seterr(KL_EINTERNAL, "grpc server: cannot start thread %d: %s", i,
                              strerror(err));
         }
         s->n_started++;
     }
+    grpc_server_start(s->server);
+    for (int i = 0; i < s->n; i++)
+        for (int k = 0; k < POSTED_PER_CQ; k++)
+            post_request(s, i);
     *out = s;
     *bound_port = port;
     return KL_OK;
 }
 
+/* Waits on s->cv until every call context is freed and the shutdown tag is back, or until
+ * `until` (NULL: no limit). Returns 1 when done. Called with s->mu held. */
+static int wait_drained_locked(kl_grpc_server *s, const struct timespec *until) {
+    while (!(s->shutdown_done && s->live == 0)) {
+        if (!until)
+            pthread_cond_wait(&s->cv, &s->mu);
+        else if (pthread_cond_timedwait(&s->cv, &s->mu, until) == ETIMEDOUT)
+            return s->shutdown_done && s->live == 0;
+    }
+    return 1;
+}
+
 void kl_grpc_server_stop(kl_grpc_server *s) {
     if (!s) return;
+    /* 1. Stopping: health turns NOT_SERVING; open streams are finished (watchers hear
+     *    NOT_SERVING and get OK, inference streams send what they owe and get UNAVAILABLE), since
+     *    a stream left open would hold the shutdown back until the grace period runs out. */
+    pthread_mutex_lock(&s->mu);
     atomic_store(&s->stopping, 1);
-    /* Stop accepting; posted request_calls come back unsuccessful and are freed. The tag comes
-     * back on cq[0] once every call is finished. */
+    for (call_ctx *c = s->streams; c; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        finish_locked(c);
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    /* 2. No new calls; posted request_calls come back unsuccessful and are freed. The shutdown
+     *    tag comes back on cq[0] once gRPC is done with every call. */
     grpc_server_shutdown_and_notify(s->server, s->cq[0], &s->shutdown_tag);
-    if (s->n_started == 0) {
-        /* No thread polls cq[0]: wait for the shutdown tag here. */
-        for (;;) {
-            grpc_event ev =
-                grpc_completion_queue_next(s->cq[0], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            if (ev.type != GRPC_OP_COMPLETE) continue;
-            if (ev.tag == &s->shutdown_tag) break;
-            ctx_free(ev.tag);
-        }
-    } else {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long long ns = (long long)(s->grace * 1e9);
-        until.tv_sec += (time_t)(ns / 1000000000LL);
-        until.tv_nsec += (long)(ns % 1000000000LL);
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+    /* 3. Drain: wait until every call context is freed. A context handed to the model manager
+     *    holds a reference until its done callback has started the answering batch, and the
+     *    callback's last access to server memory is the `live` decrement in ctx_free, under
+     *    s->mu. So live == 0 means no callback will touch the server, its calls or its
+     *    completion queues again, and the manager (still running: the caller frees it after
+     *    this returns) has answered everything that was queued. Calls still running after the
+     *    grace period are cancelled; the manager's answers to them then fail harmlessly, and
+     *    the wait goes on until it has given them all. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    long long ns = (long long)(s->grace * 1e9);
+    until.tv_sec += (time_t)(ns / 1000000000LL);
+    until.tv_nsec += (long)(ns % 1000000000LL);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mu);
+    int drained = wait_drained_locked(s, &until);
+    pthread_mutex_unlock(&s->mu);
+    if (!drained) {
+        grpc_server_cancel_all_calls(s->server); /* calls past the grace period */
         pthread_mutex_lock(&s->mu);
-        int timed_out = 0;
-        while (!s->shutdown_done && !timed_out)
-            timed_out = pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT;
-        pthread_mutex_unlock(&s->mu);
-        if (timed_out) grpc_server_cancel_all_calls(s->server); /* calls past the grace period */
-        pthread_mutex_lock(&s->mu);
-        while (!s->shutdown_done)
-            pthread_cond_wait(&s->cv, &s->mu);
+        wait_drained_locked(s, NULL);
         pthread_mutex_unlock(&s->mu);
     }
-    /* Every call is finished: end the queues; the threads drain theirs and return. */
+    /* 4. Nothing is in flight: end the queues; the pollers drain theirs and return. Only then
+     *    is the server destroyed (after its shutdown tag, as gRPC requires). */
     for (int i = 0; i < s->n; i++)
         grpc_completion_queue_shutdown(s->cq[i]);
     for (int i = 0; i < s->n_started; i++)
         pthread_join(s->threads[i], NULL);
-    for (int i = s->n_started; i < s->n; i++) { /* queues no thread polled */
-        grpc_event ev;
-        do {
-            ev = grpc_completion_queue_next(s->cq[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-            if (ev.type == GRPC_OP_COMPLETE && ev.tag != &s->shutdown_tag) ctx_free(ev.tag);
-        } while (ev.type != GRPC_QUEUE_SHUTDOWN);
-    }
-    grpc_server_destroy(s->server); /* only after the shutdown tag came back */
+    grpc_server_destroy(s->server);
     for (int i = 0; i < s->n; i++)
         grpc_completion_queue_destroy(s->cq[i]);
     grpc_shutdown();
+    kl_reflection_free(s->refl);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->cq);

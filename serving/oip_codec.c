@@ -520,3 +520,179 @@ kl_status kl_oip_encode_server_metadata(const char *name, const char *version,
     r.extensions = (char **)extensions;
     return pack_message(&r.base, buf, len);
 }
+
+/* --- streaming, statistics, repository -------------------------------------------------------- */
+
+/* Appends v as a protobuf varint at p; returns the bytes written (<= 10). */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+kl_status kl_oip_encode_stream_response(const char *error, const uint8_t *infer, size_t infer_len,
+                                        uint8_t **buf, size_t *len) {
+    /* Written by hand: infer_response arrives packed, and protobuf-c could only nest it after
+     * unpacking it again. Field 1 (error_message) and field 2 (infer_response) are both
+     * length-delimited: key byte, varint length, bytes. */
+    size_t elen = error ? strlen(error) : 0;
+    if (infer_len && !infer)
+        return kl_seterr(KL_EINVAL, "encode ModelStreamInferResponse: bad arguments");
+    uint8_t *b = malloc(elen + infer_len + 22);
+    if (!b)
+        return kl_seterr(KL_ENOMEM, "encode ModelStreamInferResponse: %zu bytes: out of memory",
+                         elen + infer_len);
+    size_t n = 0;
+    if (elen) {
+        b[n++] = 0x0a;
+        n += put_varint(b + n, elen);
+        memcpy(b + n, error, elen);
+        n += elen;
+    }
+    if (infer) {
+        b[n++] = 0x12;
+        n += put_varint(b + n, infer_len);
+        if (infer_len) memcpy(b + n, infer, infer_len);
+        n += infer_len;
+    }
+    *buf = b;
+    *len = n;
+    return KL_OK;
+}
+
+/* Points a StatisticDuration at d's values (d's storage belongs to the caller). */
+static Inference__StatisticDuration *duration(Inference__StatisticDuration *out,
+                                              kl_oip_duration d) {
+    inference__statistic_duration__init(out);
+    out->count = d.count;
+    out->ns = d.ns;
+    return out;
+}
+
+kl_status kl_oip_encode_model_statistics(const kl_oip_model_stats *stats, size_t n, uint8_t **buf,
+                                         size_t *len) {
+    if (n && !stats) return kl_seterr(KL_EINVAL, "encode ModelStatisticsResponse: bad arguments");
+    /* One allocation for every nested message: per model 8 durations, the InferStatistics, the
+     * ModelStatistics and its pointer; per batch size 3 durations, the message and its pointer. */
+    size_t n_batch = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (stats[i].n_batch && !stats[i].batch)
+            return kl_seterr(KL_EINVAL, "encode ModelStatisticsResponse: bad arguments");
+        n_batch += stats[i].n_batch;
+    }
+    Inference__ModelStatistics *ms = calloc(n ? n : 1, sizeof *ms);
+    Inference__ModelStatistics **msp = calloc(n ? n : 1, sizeof *msp);
+    Inference__InferStatistics *is = calloc(n ? n : 1, sizeof *is);
+    Inference__StatisticDuration *d = calloc(8 * n + 3 * n_batch + 1, sizeof *d);
+    Inference__InferBatchStatistics *bs = calloc(n_batch ? n_batch : 1, sizeof *bs);
+    Inference__InferBatchStatistics **bsp = calloc(n_batch ? n_batch : 1, sizeof *bsp);
+    kl_status st = KL_OK;
+    if (!ms || !msp || !is || !d || !bs || !bsp) {
+        st = kl_seterr(KL_ENOMEM, "encode ModelStatisticsResponse: out of memory");
+        goto done;
+    }
+    size_t di = 0, bi = 0;
+    for (size_t i = 0; i < n; i++) {
+        const kl_oip_model_stats *s = &stats[i];
+        kl_oip_duration zero = {0, 0};
+        inference__infer_statistics__init(&is[i]);
+        is[i].success = duration(&d[di++], s->success);
+        is[i].fail = duration(&d[di++], s->fail);
+        is[i].queue = duration(&d[di++], s->queue);
+        is[i].compute_input = duration(&d[di++], s->compute_input);
+        is[i].compute_infer = duration(&d[di++], s->compute_infer);
+        is[i].compute_output = duration(&d[di++], s->compute_output);
+        is[i].cache_hit = duration(&d[di++], zero);
+        is[i].cache_miss = duration(&d[di++], zero);
+        inference__model_statistics__init(&ms[i]);
+        ms[i].name = (char *)(s->name ? s->name : "");
+        ms[i].version = (char *)(s->version ? s->version : "");
+        ms[i].last_inference = s->last_inference_ms;
+        ms[i].inference_count = s->inference_count;
+        ms[i].execution_count = s->execution_count;
+        ms[i].inference_stats = &is[i];
+        ms[i].n_batch_stats = s->n_batch;
+        ms[i].batch_stats = s->n_batch ? &bsp[bi] : NULL;
+        for (size_t k = 0; k < s->n_batch; k++, bi++) {
+            inference__infer_batch_statistics__init(&bs[bi]);
+            bs[bi].batch_size = s->batch[k].batch_size;
+            bs[bi].compute_input = duration(&d[di++], s->batch[k].compute_input);
+            bs[bi].compute_infer = duration(&d[di++], s->batch[k].compute_infer);
+            bs[bi].compute_output = duration(&d[di++], s->batch[k].compute_output);
+            bsp[bi] = &bs[bi];
+        }
+        msp[i] = &ms[i];
+    }
+    Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    r.n_model_stats = n;
+    r.model_stats = msp;
+    st = pack_message(&r.base, buf, len);
+done:
+    free(ms);
+    free(msp);
+    free(is);
+    free(d);
+    free(bs);
+    free(bsp);
+    return st;
+}
+
+kl_grpc_code kl_oip_decode_repository_index(const uint8_t *buf, size_t len, int *ready_only) {
+    *ready_only = 0;
+    if (!buf && len > 0) return BAD("malformed RepositoryIndexRequest: no buffer");
+    Inference__RepositoryIndexRequest *m =
+        inference__repository_index_request__unpack(NULL, len, buf);
+    if (!m) return BAD("malformed RepositoryIndexRequest (%zu bytes do not parse)", len);
+    *ready_only = m->ready ? 1 : 0;
+    inference__repository_index_request__free_unpacked(m, NULL);
+    return KL_GRPC_OK;
+}
+
+kl_status kl_oip_encode_repository_index(const kl_oip_index_entry *e, size_t n, uint8_t **buf,
+                                         size_t *len) {
+    if (n && !e) return kl_seterr(KL_EINVAL, "encode RepositoryIndexResponse: bad arguments");
+    Inference__RepositoryIndexResponse__ModelIndex *mi = calloc(n ? n : 1, sizeof *mi);
+    Inference__RepositoryIndexResponse__ModelIndex **mip = calloc(n ? n : 1, sizeof *mip);
+    if (!mi || !mip) {
+        free(mi);
+        free(mip);
+        return kl_seterr(KL_ENOMEM, "encode RepositoryIndexResponse: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        inference__repository_index_response__model_index__init(&mi[i]);
+        mi[i].name = (char *)(e[i].name ? e[i].name : "");
+        mi[i].version = (char *)(e[i].version ? e[i].version : "");
+        mi[i].state = (char *)(e[i].state ? e[i].state : "");
+        mi[i].reason = (char *)(e[i].reason ? e[i].reason : "");
+        mip[i] = &mi[i];
+    }
+    Inference__RepositoryIndexResponse r = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    r.n_models = n;
+    r.models = mip;
+    kl_status st = pack_message(&r.base, buf, len);
+    free(mi);
+    free(mip);
+    return st;
+}
+
+kl_grpc_code kl_oip_decode_repository_model(const uint8_t *buf, size_t len, char **name) {
+    *name = NULL;
+    if (!buf && len > 0) return BAD("malformed repository request: no buffer");
+    /* RepositoryModelLoadRequest and RepositoryModelUnloadRequest share this layout. */
+    Inference__RepositoryModelLoadRequest *m =
+        inference__repository_model_load_request__unpack(NULL, len, buf);
+    if (!m) return BAD("malformed repository request (%zu bytes do not parse)", len);
+    kl_grpc_code c = KL_GRPC_OK;
+    if (!m->model_name || !*m->model_name) {
+        c = BAD("repository request names no model (model_name is empty)");
+    } else if (!(*name = strdup(m->model_name))) {
+        kl_seterr(KL_ENOMEM, "out of memory");
+        c = KL_GRPC_RESOURCE_EXHAUSTED;
+    }
+    inference__repository_model_load_request__free_unpacked(m, NULL);
+    return c;
+}

@@ -153,4 +153,60 @@ kl_status kl_oip_encode_server_metadata(const char *name, const char *version,
                                         const char *const *extensions, size_t n_extensions,
                                         uint8_t **buf, size_t *len);
 
+/* Packs a ModelStreamInferResponse: error_message (NULL or "" for none) and, when infer is not
+ * NULL, infer[0..infer_len) — an already packed ModelInferResponse — as infer_response. *buf is
+ * malloc'd, owned by the caller. */
+kl_status kl_oip_encode_stream_response(const char *error, const uint8_t *infer, size_t infer_len,
+                                        uint8_t **buf, size_t *len);
+
+/* A count and the nanoseconds they took (StatisticDuration). */
+typedef struct {
+    uint64_t count; /* how many */
+    uint64_t ns;    /* their total duration, ns */
+} kl_oip_duration;
+
+/* The batches of one size that ran (InferBatchStatistics). */
+typedef struct {
+    uint64_t batch_size;                                          /* rows */
+    kl_oip_duration compute_input, compute_infer, compute_output; /* per stage */
+} kl_oip_batch_stats;
+
+/* One model version's statistics as ModelStatistics reports them. */
+typedef struct {
+    const char *name;           /* model */
+    const char *version;        /* version */
+    uint64_t last_inference_ms; /* ms since the epoch of the last request; 0 = none */
+    uint64_t inference_count;   /* rows answered (a batch of n counts n) */
+    uint64_t execution_count;   /* batches run */
+    kl_oip_duration success, fail, queue, compute_input, compute_infer, compute_output;
+    const kl_oip_batch_stats *batch; /* per batch size, n_batch of them; may be NULL */
+    size_t n_batch;                  /* entries in batch */
+} kl_oip_model_stats;
+
+/* Packs a ModelStatisticsResponse with stats[0..n) (cache_hit/cache_miss are zero: no cache).
+ * *buf is malloc'd, owned by the caller. */
+kl_status kl_oip_encode_model_statistics(const kl_oip_model_stats *stats, size_t n, uint8_t **buf,
+                                         size_t *len);
+
+/* Reads a RepositoryIndexRequest: *ready_only is its `ready` flag (repository_name is ignored:
+ * kiln has one repository). INVALID_ARGUMENT on bytes that do not parse. */
+kl_grpc_code kl_oip_decode_repository_index(const uint8_t *buf, size_t len, int *ready_only);
+
+/* One row of a RepositoryIndexResponse. */
+typedef struct {
+    const char *name;    /* model */
+    const char *version; /* version */
+    const char *state;   /* "READY", "LOADING", "UNAVAILABLE", "UNLOADING" */
+    const char *reason;  /* why not ready; "" otherwise */
+} kl_oip_index_entry;
+
+/* Packs a RepositoryIndexResponse listing e[0..n). *buf is malloc'd, owned by the caller. */
+kl_status kl_oip_encode_repository_index(const kl_oip_index_entry *e, size_t n, uint8_t **buf,
+                                         size_t *len);
+
+/* Reads the model_name of a RepositoryModelLoadRequest or RepositoryModelUnloadRequest (the two
+ * share a layout; repository_name and parameters are ignored). *name is malloc'd, owned by the
+ * caller. INVALID_ARGUMENT on bytes that do not parse or an empty model_name. */
+kl_grpc_code kl_oip_decode_repository_model(const uint8_t *buf, size_t len, char **name);
+
 #endif

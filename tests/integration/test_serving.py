@@ -56,6 +56,7 @@ class Server:
         for m in models:
             args += ["--model", m]
         args += list(extra)
+        args = [str(a) for a in args]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.banner = self.proc.stdout.readline()  # printed once the port is bound
         if not self.banner.startswith("serving"):
@@ -142,7 +143,7 @@ def assert_still_serving(client):
 
 
 def test_banner(server):
-    assert server.banner.strip() == f"serving 1 model(s) on 127.0.0.1:{server.port}"
+    assert server.banner.startswith(f"serving 1 model(s) on 127.0.0.1:{server.port}")
 
 
 def test_live_ready(client):
@@ -275,9 +276,10 @@ def test_random_bytes_invalid_argument(server, client):
 @pytest.mark.parametrize(
     "method",
     [
-        "/inference.GRPCInferenceService/ModelStatistics",
-        "/inference.GRPCInferenceService/RepositoryIndex",
-        "/grpc.health.v1.Health/Watch",
+        "/inference.GRPCInferenceService/SystemSharedMemoryStatus",
+        "/inference.GRPCInferenceService/CudaSharedMemoryRegister",
+        "/inference.GRPCInferenceService/TraceSetting",
+        "/inference.GRPCInferenceService/LogSettings",
         "/no.Such/Method",
     ],
 )
@@ -290,7 +292,8 @@ def test_unimplemented(server, client, method):
 
 
 def test_unimplemented_through_tritonclient(client):
-    expect_error(lambda: client.get_inference_statistics(MODEL), "UNIMPLEMENTED", "ModelStatistics")
+    expect_error(lambda: client.get_system_shared_memory_status(), "UNIMPLEMENTED", "SharedMemory")
+    expect_error(lambda: client.get_trace_settings(), "UNIMPLEMENTED", "TraceSetting")
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
@@ -337,3 +340,376 @@ def test_signal_exits_zero(bundle, sig):
         t0 = time.monotonic()
         assert s.stop(sig) == 0
     assert time.monotonic() - t0 < 15
+
+
+# --- statistics and the repository ----------------------------------------------------------
+
+
+def test_server_metadata_extensions(client):
+    ext = client.get_server_metadata(as_json=True)["extensions"]
+    assert {"model_configuration", "statistics", "model_repository"} <= set(ext)
+
+
+def test_model_config_batching(client):
+    cfg = client.get_model_config(MODEL, as_json=True)["config"]
+    assert int(cfg["max_batch_size"]) >= 1
+    assert "dynamic_batching" in cfg
+    assert cfg["input"][0]["data_type"] == "TYPE_FP32"
+
+
+def test_statistics(bundle, client):
+    _, _, x, _ = bundle
+    before = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
+    for _ in range(3):
+        client.infer(MODEL, [fp32_input(x[:4])])
+    [st] = client.get_inference_statistics(MODEL, "1", as_json=True)["model_stats"]
+    assert st["name"] == MODEL and st["version"] == "1"
+    n0 = int(before[0].get("inference_count", 0)) if before else 0
+    assert int(st["inference_count"]) >= n0 + 12  # a batch of 4 rows counts 4
+    assert int(st["execution_count"]) >= 1
+    assert int(st["inference_stats"]["success"]["count"]) >= 3
+    assert int(st["last_inference"]) > 0
+    every = client.get_inference_statistics(as_json=True)["model_stats"]  # "" = every model
+    assert [s["name"] for s in every] == [MODEL]
+    expect_error(lambda: client.get_inference_statistics("nope"), "NOT_FOUND", "nope")
+
+
+def test_repository_index_and_unknown_load(client):
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {"name": MODEL, "version": "1", "state": "READY"}.items() <= index[0].items()
+    expect_error(lambda: client.load_model("nope"), "NOT_FOUND", "nope")
+    expect_error(lambda: client.unload_model("nope"), "NOT_FOUND", "nope")
+    assert_still_serving(client)
+
+
+# --- ModelStreamInfer -------------------------------------------------------------------------
+
+
+def test_stream_infer_100(bundle, server, client):
+    """100 requests on one stream: every one answered once, each equal to the unary answer."""
+    import queue
+
+    _, _, x, _ = bundle
+    got = queue.Queue()
+    c = tgrpc.InferenceServerClient(server.addr)
+    c.start_stream(callback=lambda result, error: got.put((result, error)))
+    try:
+        for k in range(100):
+            lo = (k * 7) % (len(x) - 8)
+            c.async_stream_infer(MODEL, [fp32_input(x[lo : lo + 1 + k % 8])], request_id=f"r{k}")
+        answers = {}
+        for _ in range(100):
+            result, error = got.get(timeout=30)
+            assert error is None, error
+            rid = result.get_response().id
+            assert rid not in answers
+            answers[rid] = result
+    finally:
+        c.stop_stream()
+        c.close()
+    assert sorted(answers) == sorted(f"r{k}" for k in range(100))
+    for k in (0, 1, 17, 63, 99):
+        lo = (k * 7) % (len(x) - 8)
+        unary = client.infer(MODEL, [fp32_input(x[lo : lo + 1 + k % 8])])
+        streamed = answers[f"r{k}"]
+        np.testing.assert_array_equal(
+            streamed.as_numpy("probabilities"), unary.as_numpy("probabilities")
+        )
+        np.testing.assert_array_equal(streamed.as_numpy("class"), unary.as_numpy("class"))
+        assert streamed.get_response().model_version == "1"
+
+
+def infer_request_bytes(x, model=MODEL, rid=""):
+    from tritonclient.grpc import service_pb2
+
+    r = service_pb2.ModelInferRequest(model_name=model, id=rid)
+    t = r.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    assert t is not None
+    r.raw_input_contents.append(np.ascontiguousarray(x, np.float32).tobytes())
+    return r.SerializeToString()
+
+
+def test_stream_errors_in_band(bundle, server):
+    """A malformed message and an unknown model mid-stream: error_message set, the stream goes
+    on, and the client's half-close ends it with OK after the last answer."""
+    from tritonclient.grpc import service_pb2
+
+    _, _, x, _ = bundle
+    msgs = [
+        infer_request_bytes(x[:2], rid="a"),
+        b"\xff\xff\xff\x0a\x40",  # does not parse
+        infer_request_bytes(x[:1], model="nope", rid="b"),
+        infer_request_bytes(x[:3], rid="c"),
+    ]
+    with grpc.insecure_channel(server.addr) as ch:
+        call = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        out = [service_pb2.ModelStreamInferResponse.FromString(b) for b in call(iter(msgs))]
+    assert len(out) == 4
+    errors = [o.error_message for o in out if o.error_message]
+    ok = {o.infer_response.id: o.infer_response for o in out if not o.error_message}
+    assert len(errors) == 2 and sorted(ok) == ["a", "c"]
+    assert any("ModelInferRequest" in e for e in errors), errors
+    assert any("nope" in e for e in errors), errors
+    assert len(ok["c"].raw_output_contents[0]) == 3 * 3 * 4
+
+
+def test_stream_window(bundle, server):
+    """500 requests sent at once on one stream: more than the server reads ahead (64), so
+    reading pauses and resumes as answers drain; every request is answered once."""
+    from tritonclient.grpc import service_pb2
+
+    _, _, x, _ = bundle
+    msgs = [infer_request_bytes(x[k % 50 : k % 50 + 1], rid=str(k)) for k in range(500)]
+    with grpc.insecure_channel(server.addr) as ch:
+        call = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        out = [service_pb2.ModelStreamInferResponse.FromString(b) for b in call(iter(msgs))]
+    assert not [o.error_message for o in out if o.error_message]
+    assert sorted(int(o.infer_response.id) for o in out) == list(range(500))
+
+
+def test_perf_analyzer_streaming(server):
+    """Triton's perf_analyzer over ModelStreamInfer, reading kiln's ModelStatistics."""
+    from conftest import REPO
+
+    perf = REPO / ".venv" / "bin" / "perf_analyzer"
+    if not perf.exists():
+        pytest.skip("perf_analyzer is not installed (scripts/setup)")
+    p = subprocess.run(
+        [str(perf), "-m", MODEL, "-i", "grpc", "-u", server.addr, "--streaming", "--shape",
+         f"input:{FEATURES}", "--concurrency-range", "4", "--measurement-interval", "1000",
+         "--max-trials", "4", "--stability-percentage", "100"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Throughput:" in p.stdout and "Execution count:" in p.stdout, p.stdout
+
+
+# --- health Watch and reflection ----------------------------------------------------------------
+
+
+def test_health_watch_serving_and_unknown(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.addr) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        assert stub.Check(health_pb2.HealthCheckRequest()).status == 1
+        w = stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+        w.cancel()  # the server must drop a cancelled watch and keep serving
+        u = stub.Watch(health_pb2.HealthCheckRequest(service="x.Y"), timeout=10)
+        assert next(u).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        u.cancel()
+        assert stub.Check(health_pb2.HealthCheckRequest()).status == 1
+
+
+INFER_METHODS = [
+    "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+    "ModelStreamInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex",
+    "RepositoryModelLoad", "RepositoryModelUnload",
+]  # fmt: skip
+
+
+def test_reflection_descriptor_database(server):
+    """grpcio-reflection (v1alpha) finds the services, the inference service's methods and a
+    message's fields — the grpcurl workflow."""
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(server.addr) as ch:
+        db = ProtoReflectionDescriptorDatabase(ch)
+        assert set(db.get_services()) == {
+            "inference.GRPCInferenceService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        }
+        pool = DescriptorPool(db)
+        svc = pool.FindServiceByName("inference.GRPCInferenceService")
+        assert [m.name for m in svc.methods] == INFER_METHODS
+        infer = svc.methods_by_name["ModelInfer"]
+        assert infer.input_type.full_name == "inference.ModelInferRequest"
+        assert svc.methods_by_name["ModelStreamInfer"].output_type.full_name == (
+            "inference.ModelStreamInferResponse"
+        )
+        msg = pool.FindMessageTypeByName("inference.ModelInferRequest")
+        fields = {f.name: f.number for f in msg.fields}
+        assert fields["raw_input_contents"] == 7 and fields["inputs"] == 5
+        cfg = pool.FindMessageTypeByName("inference.ModelConfig")  # from the imported file
+        assert "max_batch_size" in cfg.fields_by_name
+        health = pool.FindServiceByName("grpc.health.v1.Health")
+        assert [m.name for m in health.methods] == ["Check", "Watch"]
+        assert pool.FindMethodByName("grpc.reflection.v1alpha.ServerReflection.ServerReflectionInfo")
+        with pytest.raises(KeyError):
+            db.FindFileContainingSymbol("no.such.Symbol")
+        with pytest.raises(KeyError):
+            db.FindFileByName("no/such.proto")
+
+
+def test_reflection_v1_stream(server):
+    """The v1 service (same messages as v1alpha): several questions on one stream, in order."""
+    from grpc_reflection.v1alpha import reflection_pb2 as rp
+
+    qs = [
+        rp.ServerReflectionRequest(list_services=""),
+        rp.ServerReflectionRequest(file_containing_symbol="inference.ModelInferRequest"),
+        rp.ServerReflectionRequest(file_by_filename="proto/health.proto"),
+        rp.ServerReflectionRequest(file_containing_symbol="nope.Nope"),
+    ]
+    with grpc.insecure_channel(server.addr) as ch:
+        call = ch.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=rp.ServerReflectionRequest.SerializeToString,
+            response_deserializer=rp.ServerReflectionResponse.FromString,
+        )
+        out = list(call(iter(qs), timeout=10))
+    assert len(out) == 4
+    assert len(out[0].list_services_response.service) == 4
+    files = out[1].file_descriptor_response.file_descriptor_proto
+    assert len(files) == 2  # grpc_predict_v2.proto, then model_config.proto it imports
+    assert out[1].original_request.file_containing_symbol == "inference.ModelInferRequest"
+    assert len(out[2].file_descriptor_response.file_descriptor_proto) == 1
+    assert out[3].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "nope.Nope" in out[3].error_response.error_message
+
+
+# --- stopping with streams open -----------------------------------------------------------------
+
+
+def test_sigterm_finishes_open_streams(bundle):
+    """Open Watch and ModelStreamInfer calls do not hold the shutdown back: the watcher hears
+    NOT_SERVING and its stream ends with OK, the inference stream gets its answer and then
+    UNAVAILABLE; the server exits 0 well inside its grace period."""
+    import threading
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from tritonclient.grpc import service_pb2
+
+    _, _, x, out = bundle
+    s = Server(f"{MODEL}={out}")
+    ch = grpc.insecure_channel(s.addr)
+    try:
+        w = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+        assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+        sent, more = threading.Event(), threading.Event()
+
+        def requests():  # one request, then an open stream that sends nothing more
+            yield infer_request_bytes(x[:2], rid="s1")
+            sent.set()
+            more.wait(30)
+
+        stream = ch.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")(
+            requests(), timeout=30
+        )
+        first = service_pb2.ModelStreamInferResponse.FromString(next(stream))
+        assert first.infer_response.id == "s1" and not first.error_message
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        assert next(w).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(StopIteration):
+            next(w)
+        assert w.code() == grpc.StatusCode.OK
+        with pytest.raises(grpc.RpcError) as e:
+            next(stream)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        more.set()
+        assert s.stop() == 0
+        assert time.monotonic() - t0 < 5  # the grace period is 10 s: nothing waited for it
+    finally:
+        ch.close()
+        s.stop()
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all signed by
+    the CA, made with the openssl command line."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+
+    def ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kiln test CA",
+         "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    (d / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for who, ext in (("server", ["-extfile", "server.ext"]), ("client", [])):
+        ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout",
+             f"{who}.key", "-out", f"{who}.csr")  # fmt: skip
+        ossl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-out", f"{who}.pem", *ext)  # fmt: skip
+    return d
+
+
+def tls_client(addr, pki, client_cert=True):
+    kw = {}
+    if client_cert:
+        kw = {"private_key": str(pki / "client.key"), "certificate_chain": str(pki / "client.pem")}
+    return tgrpc.InferenceServerClient(
+        addr, ssl=True, root_certificates=str(pki / "ca.pem"), **kw
+    )
+
+
+def test_tls(bundle, pki):
+    _, _, x, out = bundle
+    s = Server(f"{MODEL}={out}", extra=["--tls-cert", pki / "server.pem", "--tls-key",
+                                        pki / "server.key"])  # fmt: skip
+    try:
+        c = tls_client(s.addr, pki, client_cert=False)
+        assert c.infer(MODEL, [fp32_input(x[:3])]).as_numpy("class").shape == (3,)
+        c.close()
+        plain = tgrpc.InferenceServerClient(s.addr)  # plaintext against TLS: refused
+        with pytest.raises(InferenceServerException):
+            plain.is_server_live(client_timeout=3)
+        plain.close()
+    finally:
+        assert s.stop() == 0
+
+
+def test_tls_client_certificate_optional(bundle, pki):
+    """With a client CA but no requirement, clients with and without a certificate connect."""
+    _, _, x, out = bundle
+    s = Server(f"{MODEL}={out}", extra=["--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--tls-ca", pki / "ca.pem"])  # fmt: skip
+    try:
+        for cert in (True, False):
+            c = tls_client(s.addr, pki, client_cert=cert)
+            assert c.infer(MODEL, [fp32_input(x[:2])]).as_numpy("class").shape == (2,)
+            c.close()
+    finally:
+        assert s.stop() == 0
+
+
+def test_tls_client_certificate_required(bundle, pki):
+    _, _, x, out = bundle
+    s = Server(f"{MODEL}={out}", extra=["--tls-cert", pki / "server.pem", "--tls-key",
+               pki / "server.key", "--tls-ca", pki / "ca.pem", "--require-client-cert"])  # fmt: skip
+    try:
+        c = tls_client(s.addr, pki)
+        assert c.infer(MODEL, [fp32_input(x[:2])]).as_numpy("class").shape == (2,)
+        c.close()
+        anon = tls_client(s.addr, pki, client_cert=False)
+        with pytest.raises(InferenceServerException):
+            anon.is_server_live(client_timeout=3)
+        anon.close()
+    finally:
+        assert s.stop() == 0
+
+
+def test_tls_bad_files(bundle, tmp_path):
+    _, _, _, out = bundle
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    p = run_kiln("serve", "--model", f"m={out}", "--port", "0", "--tls-cert", junk, "--tls-key",
+                 junk, check=False)  # fmt: skip
+    assert p.returncode == 1 and "PEM" in p.stderr, p.stderr
+    p = run_kiln("serve", "--model", f"m={out}", "--port", "0", "--tls-cert", tmp_path / "none",
+                 "--tls-key", junk, check=False)  # fmt: skip
+    assert p.returncode == 1 and "none" in p.stderr, p.stderr

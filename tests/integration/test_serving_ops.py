@@ -130,8 +130,9 @@ def test_perf_analyzer_runs_against_kiln(bundles):
     try:
         p = subprocess.run(
             [str(PERF), "-m", "iris", "-i", "grpc", "-u", s.addr, "--concurrency-range", "4:4",
-             "--measurement-interval", "1000", "--max-trials", "4", "--stability-percentage",
-             "50"],
+             "--measurement-interval", "1000", "--max-trials", "4",
+             # this test checks correctness, not speed: any throughput counts as stable
+             "--stability-percentage", "1000"],
             capture_output=True, text=True, timeout=300)
         print(p.stdout[-1500:])
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
