@@ -180,4 +180,10 @@ const kl_ops *kl_ops_cpu(void);
 void kl_cpu_set_threads(int n);
 int kl_cpu_get_threads(void);
 
+/* Applies that count to the calling thread. OpenMP keeps its thread count per thread, so a thread
+ * started after kl_cpu_set_threads (a server's worker) would otherwise run every parallel region
+ * with all cores, its teams and the BLAS pool oversubscribing each other (measured: a batch of 20
+ * rows took 11 ms instead of 0.4 ms on 2 cores). Cheap after the first call on a thread. */
+void kl_cpu_adopt_threads(void);
+
 #endif

@@ -27,6 +27,14 @@ int kl_cpu_get_threads(void) {
     return cpu_threads;
 }
 
+void kl_cpu_adopt_threads(void) {
+    static _Thread_local int adopted; /* the count this thread last applied; 0 = none */
+    int n = cpu_threads > 0 ? cpu_threads : omp_get_num_procs();
+    if (adopted == n) return;
+    omp_set_num_threads(n);
+    adopted = n;
+}
+
 static void cpu_gemm(void *ctx, int trans_a, int trans_b, int m, int n, int k, float alpha,
                      const float *a, int lda, const float *b, int ldb, float beta, float *c,
                      int ldc) {

@@ -253,12 +253,28 @@ static void test_batched_equals_alone(void **state) {
     kl_model_manager_free(m);
 }
 
-/* Occupies the only instance: a request whose callback sleeps ms. */
+typedef struct {
+    kl_model_manager *m;
+    outcome *o;
+} occupy_arg;
+
+static void *occupy_thread(void *p) {
+    occupy_arg *a = p;
+    kl_oip_request r = make_request("m", "", "", 1, 1);
+    kl_model_manager_infer(a->m, &r, on_done, a->o); /* may run right here, on this thread */
+    free(a);
+    return NULL;
+}
+
+/* Occupies the only instance from another thread: a request whose callback sleeps ms. */
 static void occupy(kl_model_manager *m, outcome *busy, int ms) {
     outcome_init(busy);
     busy->sleep_ms = ms;
-    kl_oip_request r = make_request("m", "", "", 1, 1);
-    kl_model_manager_infer(m, &r, on_done, busy);
+    occupy_arg *a = malloc(sizeof *a);
+    *a = (occupy_arg){m, busy};
+    pthread_t t;
+    pthread_create(&t, NULL, occupy_thread, a);
+    pthread_detach(t);
     usleep(20000); /* it is running now */
 }
 
