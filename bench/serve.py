@@ -132,6 +132,9 @@ class MLServer:
         mdir.mkdir()
         (mdir / "model-settings.json").write_text(json.dumps({
             "name": MODEL, "implementation": "kiln_numpy_runtime.KilnNumpyMLP",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 784]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                        {"name": "class", "datatype": "INT64", "shape": [-1]}],
             "parameters": {"uri": str(model_dir)}}))
         (self.dir / "settings.json").write_text(json.dumps({
             "grpc_port": self.port, "http_port": http, "metrics_port": metrics,
@@ -142,8 +145,20 @@ class MLServer:
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      cwd=self.dir)
         wait_port(self.port, self.proc)
-        time.sleep(3)  # the gRPC port opens before the model finishes loading
         self.url = f"127.0.0.1:{self.port}"
+        import tritonclient.grpc as tg
+        c = tg.InferenceServerClient(self.url)
+        t0 = time.time()
+        while True:  # the port opens before the model has loaded (until then: ModelNotFound)
+            try:
+                if c.is_model_ready(MODEL):
+                    break
+            except Exception:
+                pass
+            if time.time() - t0 > 120 or self.proc.poll() is not None:
+                raise RuntimeError(f"MLServer never got {MODEL} ready: see {self.dir}/mlserver.log")
+            time.sleep(0.3)
+        c.close()
 
     def stop(self):
         self.proc.send_signal(signal.SIGINT)
@@ -156,10 +171,13 @@ class MLServer:
 
 
 def perf_analyzer(url, concurrency, seconds):
-    """perf_analyzer -i grpc at one concurrency: (infer/s, p50 us, p99 us)."""
+    """perf_analyzer -i grpc --async at one concurrency: (infer/s, p50 us, p99 us). Async mode
+    keeps the concurrency with a few completion-queue threads instead of one thread per request,
+    which on a small machine shared with the server would measure perf_analyzer's own
+    context switches."""
     with tempfile.NamedTemporaryFile(suffix=".csv") as f:
         p = subprocess.run(
-            [str(PERF), "-m", MODEL, "-i", "grpc", "-u", url, "-b", "1",
+            [str(PERF), "-m", MODEL, "-i", "grpc", "-u", url, "-b", "1", "--async",
              "--concurrency-range", f"{concurrency}:{concurrency}",
              "--measurement-interval", str(int(seconds * 1000)), "--max-trials", "10",
              "--stability-percentage", "50", "-f", f.name],
@@ -180,7 +198,7 @@ def loadgen(url, concurrency, seconds):
     if p.returncode != 0:
         raise RuntimeError(f"kiln loadgen failed:\n{p.stderr[-2000:]}")
     j = json.loads(p.stdout.strip().splitlines()[-1])
-    return j["infer_per_s"], j["p50_us"], j["p99_us"], j["failures"]
+    return j["infer_per_s"], j["latency_us"]["p50"], j["latency_us"]["p99"], j["failures"]
 
 
 def same_answers(url_a, url_b, model_dir):
@@ -244,8 +262,9 @@ def main():
         if not (MLSERVER_VENV / "bin" / "mlserver").exists():
             print("bench/serve: installing MLServer into bench/.venv-mlserver (once)...", flush=True)
             subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+            # uvloop 0.21+ breaks MLServer 1.7's worker processes ("no current event loop").
             subprocess.run([str(MLSERVER_VENV / "bin" / "pip"), "install", "-q", "mlserver",
-                            "safetensors"], check=True)
+                            "safetensors", "uvloop<0.21"], check=True)
         s = KilnServer(model_dir, batching=True)
         m = MLServer(model_dir)
         try:
