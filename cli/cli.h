@@ -16,6 +16,8 @@ int kl_cmd_tracking(int argc, char **argv);
 int kl_cmd_register(int argc, char **argv);
 int kl_cmd_alias(int argc, char **argv);
 int kl_cmd_serve(int argc, char **argv);
+int kl_cmd_approve(int argc, char **argv);
+int kl_cmd_rollback(int argc, char **argv);
 int kl_cmd_infer(int argc, char **argv);
 int kl_cmd_loadgen(int argc, char **argv);
 

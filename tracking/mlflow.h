@@ -195,6 +195,9 @@ kl_status kl_mlflow_create_model_version(kl_mlflow *c, const char *name, const c
 /* Points alias at version (moving it if it pointed elsewhere). */
 kl_status kl_mlflow_set_alias(kl_mlflow *c, const char *name, const char *alias,
                               const char *version);
+/* Sets tag key=value on model version NAME/VERSION (replacing an earlier value). */
+kl_status kl_mlflow_set_version_tag(kl_mlflow *c, const char *name, const char *version,
+                                    const char *key, const char *value);
 /* The version alias points at; KL_ENOTFOUND if the model or the alias does not exist. */
 kl_status kl_mlflow_get_alias(kl_mlflow *c, const char *name, const char *alias, char version[32]);
 

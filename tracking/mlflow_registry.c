@@ -133,6 +133,18 @@ kl_status kl_mlflow_set_alias(kl_mlflow *c, const char *name, const char *alias,
     return s ? kl_preferr(s, "set alias %s@%s -> version %s", name, alias, version) : KL_OK;
 }
 
+kl_status kl_mlflow_set_version_tag(kl_mlflow *c, const char *name, const char *version,
+                                    const char *key, const char *value) {
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "name", name);
+    cJSON_AddStringToObject(body, "version", version);
+    cJSON_AddStringToObject(body, "key", key);
+    cJSON_AddStringToObject(body, "value", value);
+    kl_status s = kl_mlflow_rpc(c, "POST", "/api/2.0/mlflow/model-versions/set-tag", body,
+                                KL_HTTP_IDEMPOTENT, NULL);
+    return s ? kl_preferr(s, "tag %s version %s with %s", name, version, key) : KL_OK;
+}
+
 /* path = base + "?name=<name>&<key>=<value>", the values percent-encoded. */
 static kl_status name_query(char *path, size_t cap, const char *base, const char *name,
                             const char *key, const char *value) {
