@@ -359,6 +359,10 @@ static void run_batch(kl_batcher *bt, instance *in, int n, int64_t rows) {
     for (int i = 0; i < n; i++)
         req_ns += t3 - in->batch[i]->enq_ns;
     uint64_t in_ns = t1 - t0, inf_ns = t2 - t1, out_ns = t3 - t2;
+    /* The callbacks above may have dropped the last reference to this version: its batcher is
+     * then being freed, but kl_batcher_free waits until this instance is no longer busy, so bt
+     * stays valid until the unlock below — and is not touched after it. */
+    if (bt->obs && st == KL_OK) bt->obs(bt->obs_ctx, rows, in_ns, inf_ns, out_ns);
     pthread_mutex_lock(&bt->mu);
     if (st == KL_OK) {
         add(&bt->success, (uint64_t)n, req_ns);
@@ -380,9 +384,10 @@ static void run_batch(kl_batcher *bt, instance *in, int n, int64_t rows) {
     }
     recycle(bt, in->batch, n);
     in->busy = 0;
-    if (bt->queued) pthread_cond_broadcast(&bt->cv); /* queued while this instance was lent */
+    /* Wakes instances waiting for this one (it may have been lent while requests queued) and
+     * kl_batcher_free waiting for every instance to be idle. */
+    pthread_cond_broadcast(&bt->cv);
     pthread_mutex_unlock(&bt->mu);
-    if (bt->obs && st == KL_OK) bt->obs(bt->obs_ctx, rows, in_ns, inf_ns, out_ns);
 }
 
 static void *instance_main(void *arg) {
@@ -566,6 +571,11 @@ void kl_batcher_free(kl_batcher *bt) {
     pthread_mutex_lock(&bt->mu);
     bt->stopping = 1;
     pthread_cond_broadcast(&bt->cv);
+    /* An instance lent to a submitting thread may still be finishing the batch whose callbacks
+     * dropped the last reference to this version: wait until it is done with bt. */
+    for (int i = 0; i < bt->n_inst; i++)
+        while (bt->inst[i].busy)
+            pthread_cond_wait(&bt->cv, &bt->mu);
     pthread_mutex_unlock(&bt->mu);
     for (int i = 0; i < bt->n_inst; i++)
         if (bt->inst[i].started) pthread_join(bt->inst[i].thread, NULL);
