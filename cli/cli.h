@@ -16,6 +16,7 @@ int kl_cmd_tracking(int argc, char **argv);
 int kl_cmd_register(int argc, char **argv);
 int kl_cmd_alias(int argc, char **argv);
 int kl_cmd_serve(int argc, char **argv);
+int kl_cmd_eval(int argc, char **argv);
 int kl_cmd_approve(int argc, char **argv);
 int kl_cmd_rollback(int argc, char **argv);
 int kl_cmd_infer(int argc, char **argv);

@@ -19,9 +19,10 @@ static const command commands[] = {
     {"tracking", kl_cmd_tracking, "send spooled MLflow records (sync)"},
     {"register", kl_cmd_register, "register a run's model in MLflow (--run ID --name NAME)"},
     {"alias", kl_cmd_alias, "set or read a registered model's alias (set|get NAME ALIAS ...)"},
+    {"eval", kl_cmd_eval, "metrics and a report of a model on labelled data (--model M --data F)"},
     {"approve", kl_cmd_approve, "sign off a model version and promote it (NAME VERSION --by WHO)"},
     {"rollback", kl_cmd_rollback, "move a model's champion alias back to previous (NAME)"},
-    {"serve", kl_cmd_serve, "serve bundles over gRPC, Open Inference Protocol (--model N=B)"},
+    {"serve", kl_cmd_serve, "serve models over gRPC + HTTP, Open Inference Protocol (--model N=B)"},
     {"infer", kl_cmd_infer, "score a file on an inference server (--url H:P --model N --input F)"},
     {"loadgen", kl_cmd_loadgen, "closed-loop load on an inference server (--url H:P --model N)"},
 };
