@@ -20,6 +20,7 @@ static const command commands[] = {
     {"register", kl_cmd_register, "register a run's model in MLflow (--run ID --name NAME)"},
     {"alias", kl_cmd_alias, "set or read a registered model's alias (set|get NAME ALIAS ...)"},
     {"eval", kl_cmd_eval, "metrics and a report of a model on labelled data (--model M --data F)"},
+    {"gates", kl_cmd_gates, "run validation gates on a model (--model M --data F --config G)"},
     {"approve", kl_cmd_approve, "sign off a model version and promote it (NAME VERSION --by WHO)"},
     {"rollback", kl_cmd_rollback, "move a model's champion alias back to previous (NAME)"},
     {"serve", kl_cmd_serve, "serve models over gRPC + HTTP, Open Inference Protocol (--model N=B)"},
