@@ -1,4 +1,6 @@
-/* grpc_server.c — the gRPC core C API driven from plain C (see grpc_server.h).
+/* grpc_server.c — the gRPC core C API driven from plain C (see grpc_server.h): calls, the unary
+ * methods, dispatch and lifecycle. Streams live in grpc_streams.c; the structures both files
+ * share are in grpc_server_impl.h.
  *
  * Calls. Each call has a context (call_ctx) holding four completion-queue tags: NEW (the posted
  * grpc_server_request_call), READ (one RECV_MESSAGE), WRITE (a SEND_MESSAGE or the final status)
@@ -14,13 +16,9 @@
  * the hand-over, so the two never race); RepositoryModelLoad/Unload run on a short-lived thread
  * (a load can take seconds and would stall a poller).
  *
- * Streams (ModelStreamInfer, Health/Watch, ServerReflectionInfo) keep at most one RECV_MESSAGE
- * and one SEND batch in flight, as gRPC requires. Answers that are ready while a send is in
- * flight wait in a per-call queue under the call's mutex; each send completion starts the next.
- * Every grpc_call_start_batch on a stream happens under that mutex. Reading pauses while
- * STREAM_WINDOW answers are owed, so a client that does not read cannot make the server buffer
- * without bound. ModelStreamInfer answers in completion order; errors travel in error_message and
- * the stream goes on; the client's half-close ends the call with OK once every answer is sent.
+ * Streams (ModelStreamInfer, Health/Watch, ServerReflectionInfo): see grpc_streams.c. The
+ * dispatch here hands their completions over (gs_stream_begin, gs_on_stream_read,
+ * gs_on_stream_write); stop finishes open ones (gs_finish_locked).
  *
  * Shutdown (kl_grpc_server_stop) is ordered so that no model-manager callback can touch freed
  * memory: see the comment there.
@@ -42,106 +40,16 @@
 #include <grpc/slice.h>              /* grpc_slice */
 #include <grpc/support/time.h>       /* gpr_inf_future */
 
-#include "runtime/fileio.h"      /* kl_file_read for the TLS files */
-#include "serving/health.h"      /* grpc.health.v1 statuses and messages */
-#include "serving/oip_service.h" /* the unary methods over the manager */
-#include "serving/reflection.h"  /* server reflection over the embedded descriptors */
+#include "runtime/fileio.h"           /* kl_file_read for the TLS files */
+#include "serving/grpc_server_impl.h" /* call_ctx, kl_grpc_server, the stream entry points */
+#include "serving/health.h"           /* grpc.health.v1 statuses and messages */
+#include "serving/oip_service.h"      /* the unary methods over the manager */
+#include "serving/reflection.h"       /* server reflection over the embedded descriptors */
 
 /* request_call contexts kept posted per completion queue: calls that can arrive at once. */
 #define POSTED_PER_CQ 16
-/* Answers one stream may owe (in the manager or queued to send) before it stops reading. */
-#define STREAM_WINDOW 64
 
 #define INFER_SERVICE "inference.GRPCInferenceService"
-
-typedef enum {
-    M_UNARY,        /* answered on the CQ thread */
-    M_INFER,        /* ModelInfer: answered by the model manager's done callback */
-    M_BLOCKING,     /* answered from a worker thread (repository load/unload) */
-    M_SERVER,       /* ServerLive/Ready/Metadata, Health/Check: need the server's state */
-    M_STREAM_INFER, /* ModelStreamInfer: bidi */
-    M_WATCH,        /* Health/Watch: one request, a stream of answers */
-    M_REFLECT,      /* ServerReflectionInfo (v1 and v1alpha): bidi */
-} method_kind;
-
-/* A server-state method's handler (ServerLive, ServerReady, ServerMetadata, Health/Check). */
-typedef kl_grpc_code (*server_fn)(kl_grpc_server *s, const uint8_t *req, size_t len, uint8_t **resp,
-                                  size_t *resp_len);
-
-typedef struct {
-    const char *path;    /* "/package.Service/Method" */
-    method_kind kind;    /* how it is served */
-    kl_oip_method_fn fn; /* M_UNARY, M_BLOCKING: the handler over the manager */
-    server_fn sfn;       /* M_SERVER: the handler over the server */
-} method_def;
-
-typedef enum { T_NEW, T_READ, T_WRITE, T_CLOSE, N_TAGS } tag_kind;
-
-typedef struct call_ctx call_ctx;
-
-/* A completion-queue tag: which completion, of which call. */
-typedef struct {
-    tag_kind kind; /* what completed */
-    call_ctx *c;   /* whose */
-} call_tag;
-
-/* A stream answer waiting for the send in flight to complete. */
-typedef struct out_msg {
-    grpc_byte_buffer *bb; /* the message, owned */
-    struct out_msg *next; /* the next in line */
-} out_msg;
-
-struct call_ctx {
-    kl_grpc_server *s;          /* the server */
-    const method_def *m;        /* the method; NULL for one kiln does not serve */
-    int cq;                     /* index of the completion queue it lives on */
-    grpc_call *call;            /* the call (NULL until one arrives), one ref owned */
-    grpc_call_details details;  /* method path, host, deadline */
-    grpc_metadata_array req_md; /* request metadata (unused so far, owned) */
-    call_tag tags[N_TAGS];      /* this call's tags, by kind */
-    atomic_int refs;            /* batches in flight + manager requests + workers (+ NEW) */
-    grpc_byte_buffer *recv;     /* target of the RECV_MESSAGE in flight; owned when set */
-    int cancelled;              /* RECV_CLOSE_ON_SERVER: whether the client cancelled */
-    /* --- streams: guarded by mu, as is every start_batch on a stream --- */
-    pthread_mutex_t mu;        /* the call's lock */
-    grpc_byte_buffer *sending; /* the message of the send in flight, owned */
-    int writing;               /* a send (message or status) is in flight */
-    out_msg *q_head, *q_tail;  /* answers waiting to be sent */
-    int q_len;                 /* entries in the queue */
-    int in_manager;            /* ModelStreamInfer requests the manager has not answered */
-    int reading;               /* a RECV_MESSAGE is in flight */
-    int half_closed;           /* the client sent its last message */
-    int finishing;             /* the server is stopping: read no more, end once answered */
-    int ending;                /* end with end_code once the queue is sent (a fatal error) */
-    kl_grpc_code end_code;     /* ... that code */
-    char end_msg[256];         /* ... and message */
-    int dead;                  /* cancelled or failed: send nothing more */
-    int md_sent;               /* initial metadata went out */
-    int status_sent;           /* the final status went out (or is in flight) */
-    int watching;              /* Health/Watch: its request was read */
-    int watch_status;          /* Health/Watch: the last status sent */
-    int watch_known;           /* Health/Watch: the service is one kiln reports on */
-    call_ctx *prev, *next;     /* in the server's list of open streams */
-    int listed;                /* whether it is in that list */
-};
-
-struct kl_grpc_server {
-    grpc_server *server;        /* the gRPC server */
-    grpc_completion_queue **cq; /* one completion queue per thread */
-    pthread_t *threads;         /* the polling threads, one per CQ */
-    int n;                      /* completion queues (and threads) */
-    int n_started;              /* threads actually started */
-    kl_model_manager *mm;       /* models answered for, borrowed */
-    kl_reflection *refl;        /* the reflection index, owned */
-    double grace;               /* seconds in-flight calls may run after stop begins */
-    int shutdown_tag;           /* its address tags grpc_server_shutdown_and_notify */
-    atomic_int stopping;        /* set once stop began: health NOT_SERVING, no reposts */
-    pthread_mutex_t mu;         /* guards live, streams and shutdown_done */
-    pthread_cond_t cv;          /* signalled when live drops or shutdown_done is set */
-    long live;                  /* call contexts not yet freed (posted ones included) */
-    call_ctx *streams;          /* open stream calls (finished when stop begins) */
-    int shutdown_done;          /* the shutdown tag came back */
-};
 
 /* --- server-state handlers -------------------------------------------------------------------- */
 
@@ -217,7 +125,7 @@ static int is_stream(const method_def *m) {
 
 /* --- call contexts ---------------------------------------------------------------------------- */
 
-static void drop_queue(call_ctx *c) {
+void gs_drop_queue(call_ctx *c) {
     while (c->q_head) {
         out_msg *o = c->q_head;
         c->q_head = o->next;
@@ -239,7 +147,7 @@ static void ctx_free(call_ctx *c) {
         if (c->next) c->next->prev = c->prev;
         pthread_mutex_unlock(&s->mu);
     }
-    drop_queue(c);
+    gs_drop_queue(c);
     if (c->call) grpc_call_unref(c->call); /* cancels the call if it never got a status */
     if (c->recv) grpc_byte_buffer_destroy(c->recv);
     if (c->sending) grpc_byte_buffer_destroy(c->sending);
@@ -255,12 +163,12 @@ static void ctx_free(call_ctx *c) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static void unref(call_ctx *c) {
+void gs_unref(call_ctx *c) {
     if (atomic_fetch_sub(&c->refs, 1) == 1) ctx_free(c);
 }
 
 /* Starts a batch tagged `t`, holding a reference for it. Returns 0, or -1 (no reference held). */
-static int start(call_ctx *c, const grpc_op *ops, size_t n, tag_kind t) {
+int gs_start(call_ctx *c, const grpc_op *ops, size_t n, tag_kind t) {
     atomic_fetch_add(&c->refs, 1);
     if (grpc_call_start_batch(c->call, ops, n, &c->tags[t], NULL) == GRPC_CALL_OK) return 0;
     atomic_fetch_sub(&c->refs, 1); /* the caller holds another: never the last */
@@ -292,7 +200,7 @@ static int post_request(kl_grpc_server *s, int cq) {
 }
 
 /* Wraps a malloc'd buffer as a byte buffer without copying (free runs when gRPC is done). */
-static grpc_byte_buffer *wrap_bytes(uint8_t *buf, size_t len) {
+grpc_byte_buffer *gs_wrap_bytes(uint8_t *buf, size_t len) {
     grpc_slice sl;
     if (len == 0) {
         free(buf);
@@ -306,7 +214,7 @@ static grpc_byte_buffer *wrap_bytes(uint8_t *buf, size_t len) {
 }
 
 /* Flattens a received message into one slice (unref it), or returns 0 if it cannot be read. */
-static int read_bytes(grpc_byte_buffer *bb, grpc_slice *out) {
+int gs_read_bytes(grpc_byte_buffer *bb, grpc_slice *out) {
     grpc_byte_buffer_reader rd;
     if (!grpc_byte_buffer_reader_init(&rd, bb)) return 0;
     *out = grpc_byte_buffer_reader_readall(&rd);
@@ -326,7 +234,7 @@ static void answer(call_ctx *c, kl_grpc_code code, const char *msg, uint8_t *res
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA; /* count 0: never a status without it */
     if (resp) {
-        c->sending = wrap_bytes(resp, resp_len);
+        c->sending = gs_wrap_bytes(resp, resp_len);
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->sending;
     }
@@ -335,7 +243,7 @@ static void answer(call_ctx *c, kl_grpc_code code, const char *msg, uint8_t *res
     ops[n++].data.send_status_from_server.status_details = &details; /* copied by core */
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &c->cancelled;
-    start(c, ops, n, T_WRITE); /* on failure the call is dead: its unref cancels it */
+    gs_start(c, ops, n, T_WRITE); /* on failure the call is dead: its unref cancels it */
     grpc_slice_unref(details);
 }
 
@@ -356,7 +264,7 @@ static void unary_infer_done(void *user, const kl_oip_request *req, const kl_inf
     kl_clearerr();
     kl_grpc_code code = kl_oip_service_infer_response(req, res, &resp, &resp_len);
     answer_with(c, code, resp, resp_len);
-    unref(c); /* the manager's reference */
+    gs_unref(c); /* the manager's reference */
 }
 
 typedef struct {
@@ -373,7 +281,7 @@ static void *blocking_worker(void *arg) {
                                     GRPC_SLICE_LENGTH(j->req), &resp, &resp_len);
     answer_with(j->c, code, resp, resp_len);
     grpc_slice_unref(j->req);
-    unref(j->c);
+    gs_unref(j->c);
     free(j);
     return NULL;
 }
@@ -386,7 +294,7 @@ static void on_unary_read(call_ctx *c) {
         answer(c, KL_GRPC_INVALID_ARGUMENT, "no request message", NULL, 0);
         return;
     }
-    int ok = read_bytes(c->recv, &req);
+    int ok = gs_read_bytes(c->recv, &req);
     grpc_byte_buffer_destroy(c->recv);
     c->recv = NULL;
     if (!ok) {
@@ -446,295 +354,6 @@ static void on_unary_read(call_ctx *c) {
     grpc_slice_unref(req);
 }
 
-/* --- streams ---------------------------------------------------------------------------------- */
-
-/* Whether the stream is done: every answer it owes is sent and nothing more will come. */
-static int stream_complete(const call_ctx *c) {
-    if (c->q_head || c->in_manager) return 0;
-    if (c->ending) return 1;
-    if (c->m->kind == M_WATCH) /* a watch ends at shutdown, once its request is answered */
-        return c->finishing && (c->watching || c->half_closed);
-    return c->half_closed || c->finishing;
-}
-
-/* Under c->mu: starts the next send if none is in flight — the next queued answer, or the final
- * status once the stream is complete. */
-static void pump_locked(call_ctx *c) {
-    if (c->writing || c->status_sent || c->dead) return;
-    grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
-    if (!c->md_sent) ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (c->q_head) {
-        out_msg *o = c->q_head;
-        c->q_head = o->next;
-        if (!c->q_head) c->q_tail = NULL;
-        c->q_len--;
-        c->sending = o->bb;
-        free(o);
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = c->sending;
-        if (start(c, ops, n, T_WRITE)) {
-            c->dead = 1;
-            drop_queue(c);
-            return;
-        }
-    } else if (stream_complete(c)) {
-        kl_grpc_code code = KL_GRPC_OK;
-        const char *msg = "";
-        if (c->ending) {
-            code = c->end_code;
-            msg = c->end_msg;
-        } else if (c->finishing && !c->half_closed && c->m->kind != M_WATCH) {
-            code = KL_GRPC_UNAVAILABLE;
-            msg = "kiln is stopping: requests after the last answer were not processed";
-        }
-        grpc_slice details = grpc_slice_from_copied_string(msg);
-        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-        ops[n].data.send_status_from_server.status = (grpc_status_code)code;
-        ops[n++].data.send_status_from_server.status_details = &details;
-        c->status_sent = 1;
-        if (start(c, ops, n, T_WRITE)) c->dead = 1;
-        grpc_slice_unref(details);
-        if (c->dead) return;
-    } else {
-        return;
-    }
-    c->md_sent = 1;
-    c->writing = 1;
-}
-
-/* Under c->mu: queues an answer (buf: malloc'd, owned from here on) and pumps. */
-static void enqueue_locked(call_ctx *c, uint8_t *buf, size_t len) {
-    if (c->dead || c->status_sent) {
-        free(buf);
-        return;
-    }
-    out_msg *o = malloc(sizeof *o);
-    if (!o) {
-        free(buf);
-        c->ending = 1;
-        c->end_code = KL_GRPC_RESOURCE_EXHAUSTED;
-        snprintf(c->end_msg, sizeof c->end_msg, "out of memory queueing an answer");
-    } else {
-        o->bb = wrap_bytes(buf, len);
-        o->next = NULL;
-        if (c->q_tail)
-            c->q_tail->next = o;
-        else
-            c->q_head = o;
-        c->q_tail = o;
-        c->q_len++;
-    }
-    pump_locked(c);
-}
-
-/* Under c->mu: ends the stream with `code` after what is queued (a fatal error). */
-static void end_locked(call_ctx *c, kl_grpc_code code, const char *msg) {
-    if (!c->ending) {
-        c->ending = 1;
-        c->end_code = code;
-        snprintf(c->end_msg, sizeof c->end_msg, "%s", msg);
-    }
-    pump_locked(c);
-}
-
-/* Under c->mu: posts the next RECV_MESSAGE when the stream wants one and has room. */
-static void read_locked(call_ctx *c) {
-    if (c->reading || c->half_closed || c->ending || c->dead || c->status_sent) return;
-    if (c->m->kind == M_WATCH) {
-        if (c->watching) return; /* Watch takes one request (read even when stopping) */
-    } else if (c->finishing) {
-        return;
-    }
-    if (c->in_manager + c->q_len >= STREAM_WINDOW) return; /* resumed by a send completion */
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv;
-    if (start(c, &op, 1, T_READ) == 0)
-        c->reading = 1;
-    else
-        c->dead = 1;
-}
-
-/* ModelStreamInfer's done callback (a batcher thread, or inline): queue the answer. */
-static void stream_infer_done(void *user, const kl_oip_request *req, const kl_infer_result *res) {
-    call_ctx *c = user;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    kl_status st = kl_oip_service_stream_response(req, res, &buf, &len); /* outside the lock */
-    pthread_mutex_lock(&c->mu);
-    c->in_manager--;
-    if (st == KL_OK)
-        enqueue_locked(c, buf, len);
-    else
-        end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory encoding an answer");
-    read_locked(c);
-    pthread_mutex_unlock(&c->mu);
-    unref(c); /* the manager's reference */
-}
-
-/* One ModelStreamInfer request: to the manager, or an in-band error. */
-static void stream_infer_one(call_ctx *c, const uint8_t *p, size_t len) {
-    kl_oip_request r;
-    kl_clearerr();
-    kl_grpc_code code = kl_oip_decode_infer_resolve(p, len, kl_model_manager_resolve, c->s->mm, &r);
-    if (code != KL_GRPC_OK) {
-        uint8_t *buf = NULL;
-        size_t blen = 0;
-        kl_status st = kl_oip_encode_stream_response(kl_errmsg(), NULL, 0, &buf, &blen);
-        pthread_mutex_lock(&c->mu);
-        if (st == KL_OK)
-            enqueue_locked(c, buf, blen);
-        else
-            end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory encoding an answer");
-        pthread_mutex_unlock(&c->mu);
-        return;
-    }
-    pthread_mutex_lock(&c->mu);
-    c->in_manager++;
-    pthread_mutex_unlock(&c->mu);
-    atomic_fetch_add(&c->refs, 1); /* the manager's, dropped by stream_infer_done */
-    kl_model_manager_infer(c->s->mm, &r, stream_infer_done, c);
-    kl_oip_request_free(&r);
-}
-
-/* The Health/Watch request: answer the current status; later changes come from stop. */
-static void watch_one(call_ctx *c, const uint8_t *p, size_t len) {
-    char *svc = NULL;
-    kl_clearerr();
-    kl_grpc_code code = kl_health_decode_request(p, len, &svc);
-    pthread_mutex_lock(&c->mu);
-    c->watching = 1;
-    if (code != KL_GRPC_OK) {
-        end_locked(c, code, kl_errmsg());
-    } else {
-        /* Under c->mu, so a concurrent stop either sees watching (and sends NOT_SERVING after
-         * this) or set finishing before (and this reads stopping as set). */
-        c->watch_status = kl_health_of(svc, atomic_load(&c->s->stopping));
-        c->watch_known = c->watch_status != KL_HEALTH_SERVICE_UNKNOWN;
-        uint8_t *buf = NULL;
-        size_t blen = 0;
-        if (kl_health_encode_response((kl_health_status)c->watch_status, &buf, &blen) == KL_OK)
-            enqueue_locked(c, buf, blen);
-        else
-            end_locked(c, KL_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    pthread_mutex_unlock(&c->mu);
-    free(svc);
-}
-
-/* One ServerReflectionInfo request: answered at once, in order. */
-static void reflect_one(call_ctx *c, const uint8_t *p, size_t len) {
-    uint8_t *buf = NULL;
-    size_t blen = 0;
-    kl_clearerr();
-    kl_grpc_code code = kl_reflection_answer(c->s->refl, p, len, &buf, &blen);
-    pthread_mutex_lock(&c->mu);
-    if (code == KL_GRPC_OK)
-        enqueue_locked(c, buf, blen);
-    else
-        end_locked(c, code, kl_errmsg());
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* A stream's RECV_MESSAGE completed. */
-static void on_stream_read(call_ctx *c, int success) {
-    pthread_mutex_lock(&c->mu);
-    c->reading = 0;
-    grpc_byte_buffer *bb = c->recv;
-    c->recv = NULL;
-    if (!success || !bb) {
-        c->half_closed = 1; /* the client's last message (or the call ended) */
-        if (c->m->kind == M_WATCH && !c->watching)
-            end_locked(c, KL_GRPC_INVALID_ARGUMENT, "Watch needs a HealthCheckRequest");
-        pump_locked(c);
-        pthread_mutex_unlock(&c->mu);
-        if (bb) grpc_byte_buffer_destroy(bb);
-        return;
-    }
-    /* Stopping: requests not yet handed to the manager are not started (the status says so). */
-    int drop = c->dead || c->status_sent || (c->finishing && c->m->kind == M_STREAM_INFER);
-    pthread_mutex_unlock(&c->mu);
-    grpc_slice req;
-    int ok = !drop && read_bytes(bb, &req);
-    grpc_byte_buffer_destroy(bb);
-    if (!drop && !ok) {
-        pthread_mutex_lock(&c->mu);
-        end_locked(c, KL_GRPC_INVALID_ARGUMENT, "request message could not be decompressed");
-        pthread_mutex_unlock(&c->mu);
-    } else if (ok) {
-        const uint8_t *p = GRPC_SLICE_START_PTR(req);
-        size_t len = GRPC_SLICE_LENGTH(req);
-        if (c->m->kind == M_STREAM_INFER)
-            stream_infer_one(c, p, len);
-        else if (c->m->kind == M_WATCH)
-            watch_one(c, p, len);
-        else
-            reflect_one(c, p, len);
-        grpc_slice_unref(req);
-    }
-    pthread_mutex_lock(&c->mu);
-    read_locked(c);
-    pump_locked(c);
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* A stream's send (message or status) completed. */
-static void on_stream_write(call_ctx *c, int success) {
-    pthread_mutex_lock(&c->mu);
-    if (c->sending) grpc_byte_buffer_destroy(c->sending);
-    c->sending = NULL;
-    c->writing = 0;
-    if (!success) {
-        c->dead = 1; /* the client went away: nothing more can be sent */
-        drop_queue(c);
-    }
-    pump_locked(c);
-    read_locked(c);
-    pthread_mutex_unlock(&c->mu);
-}
-
-/* Under s->mu and c->mu: stopping began — finish the stream once its answers are sent (a
- * watcher first hears NOT_SERVING). */
-static void finish_locked(call_ctx *c) {
-    /* dead or status_sent also covers a context whose last reference just went (its status
-     * was sent or it was cancelled), about to leave the list: nothing may be started on it. */
-    if (c->finishing || c->dead || c->status_sent) return;
-    c->finishing = 1;
-    if (c->m->kind == M_WATCH && c->watching && c->watch_known &&
-        c->watch_status != KL_HEALTH_NOT_SERVING) {
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        c->watch_status = KL_HEALTH_NOT_SERVING;
-        if (kl_health_encode_response(KL_HEALTH_NOT_SERVING, &buf, &len) == KL_OK)
-            enqueue_locked(c, buf, len);
-    }
-    pump_locked(c);
-}
-
-/* A stream call arrived: list it (so stop can finish it), watch for cancellation, read. */
-static void stream_begin(call_ctx *c) {
-    kl_grpc_server *s = c->s;
-    pthread_mutex_lock(&s->mu);
-    c->listed = 1;
-    c->next = s->streams;
-    if (s->streams) s->streams->prev = c;
-    s->streams = c;
-    pthread_mutex_lock(&c->mu);
-    if (atomic_load(&s->stopping)) c->finishing = 1; /* arrived as stop began */
-    pthread_mutex_unlock(&s->mu);
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->cancelled;
-    if (start(c, &op, 1, T_CLOSE)) c->dead = 1;
-    read_locked(c);
-    pump_locked(c);
-    pthread_mutex_unlock(&c->mu);
-}
-
 /* --- dispatch --------------------------------------------------------------------------------- */
 
 /* A new call arrived on c: keep the queue posted, then read its message or refuse it. */
@@ -751,14 +370,14 @@ static void on_new(call_ctx *c) {
         return;
     }
     if (is_stream(c->m)) {
-        stream_begin(c);
+        gs_stream_begin(c);
         return;
     }
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &c->recv;
-    start(c, &op, 1, T_READ);
+    gs_start(c, &op, 1, T_READ);
 }
 
 static void on_event(kl_grpc_server *s, grpc_event ev) {
@@ -777,25 +396,25 @@ static void on_event(kl_grpc_server *s, grpc_event ev) {
         break;
     case T_READ:
         if (is_stream(c->m))
-            on_stream_read(c, ev.success);
+            gs_on_stream_read(c, ev.success);
         else if (ev.success)
             on_unary_read(c);
         break;
     case T_WRITE:
-        if (is_stream(c->m)) on_stream_write(c, ev.success);
+        if (is_stream(c->m)) gs_on_stream_write(c, ev.success);
         break;
     case T_CLOSE:
         pthread_mutex_lock(&c->mu);
         if (c->cancelled) {
             c->dead = 1; /* cancelled: pending batches fail; answers owed are dropped */
-            drop_queue(c);
+            gs_drop_queue(c);
         }
         pthread_mutex_unlock(&c->mu);
         break;
     default:
         break;
     }
-    unref(c); /* the completed batch's reference */
+    gs_unref(c); /* the completed batch's reference */
 }
 
 typedef struct {
@@ -1005,7 +624,7 @@ void kl_grpc_server_stop(kl_grpc_server *s) {
     atomic_store(&s->stopping, 1);
     for (call_ctx *c = s->streams; c; c = c->next) {
         pthread_mutex_lock(&c->mu);
-        finish_locked(c);
+        gs_finish_locked(c);
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&s->mu);
