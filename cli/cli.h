@@ -20,6 +20,7 @@ int kl_cmd_eval(int argc, char **argv);
 int kl_cmd_approve(int argc, char **argv);
 int kl_cmd_rollback(int argc, char **argv);
 int kl_cmd_gates(int argc, char **argv);
+int kl_cmd_pipeline(int argc, char **argv);
 int kl_cmd_infer(int argc, char **argv);
 int kl_cmd_loadgen(int argc, char **argv);
 

@@ -154,6 +154,11 @@ static kl_status parse_root(yaml_document_t *d, yaml_node_t *root, kl_gate_set *
     return KL_OK;
 }
 
+kl_status kl_gates_parse_node(yaml_document_t *doc, yaml_node_t *gates, kl_gate_set *out) {
+    memset(out, 0, sizeof *out);
+    return parse_root(doc, gates, out);
+}
+
 kl_status kl_gates_parse_yaml(const char *text, kl_gate_set *out) {
     memset(out, 0, sizeof *out);
     yaml_parser_t parser;

@@ -18,6 +18,7 @@
 #define KL_GATES_H
 
 #include <stddef.h>
+#include <yaml.h> /* kl_gates_parse_node reads a node of a caller's document */
 
 #include "runtime/bundle.h"
 #include "runtime/device.h"
@@ -53,6 +54,9 @@ typedef struct {
 /* Parses a `gates:` YAML block (the mapping under the key, as text of a whole YAML document
  * whose root is that mapping). Unknown gates or keys are errors naming them. */
 kl_status kl_gates_parse_yaml(const char *yaml_text, kl_gate_set *out);
+
+/* The same, from the mapping node `gates` of an already loaded document (a pipeline config). */
+kl_status kl_gates_parse_node(yaml_document_t *doc, yaml_node_t *gates, kl_gate_set *out);
 
 /* Where measured values come from. metric(ctx, who, name, &value) fills value and returns KL_OK,
  * or KL_ENOTFOUND for a metric it does not know; who is "candidate", "baseline" or "champion".

@@ -72,6 +72,8 @@ static const key_def keys[] = {
     {"tracking.experiment", K_STR, F(tracking_experiment), NULL, 0, 0, 0, "experiment"},
     {"tracking.run_name", K_STR, F(tracking_run_name), NULL, 0, 0, 0, "run name"},
     {"tracking.register", K_STR, F(tracking_register), NULL, 0, 0, 0, "registered model"},
+    {"tracking.parent_run", K_STR, F(tracking_parent_run), NULL, 0, 0, 0,
+     "parent run id (nested runs)"},
     {"tracking.spool_dir", K_STR, F(tracking_spool_dir), NULL, 0, 0, 0, "spool directory"},
     {"tracking.system_interval", K_FLOAT, F(tracking_system_interval), NULL, 0.1, 3600, 0,
      "seconds between system metric samples"},

@@ -70,6 +70,7 @@ typedef struct {
     char *tracking_experiment; /* experiment name */
     char *tracking_run_name;   /* run name (default: layers and time) */
     char *tracking_register;   /* registered model to add a version to (empty: none) */
+    char *tracking_parent_run; /* MLflow run this one nests under (a pipeline's), or empty */
     char *tracking_spool_dir;  /* spool directory (empty: $KILN_SPOOL_DIR, ~/.cache/kiln/spool) */
     double tracking_system_interval; /* seconds between system metric samples */
     /* output */

@@ -581,7 +581,8 @@ kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_tra
         const char *status = s == KL_OK ? "FINISHED" : s == KL_ECANCELED ? "KILLED" : "FAILED";
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", kl_errmsg());
-        kl_train_tracking_end(r.tracking, status, s == KL_OK ? res : NULL, cfg->output, log);
+        kl_train_tracking_end(r.tracking, status, s == KL_OK ? res : NULL, cfg->output, log,
+                              res->run_id);
         r.tracking = NULL;
         kl_seterr(s, "%s", msg); /* keep the training error, not tracking's */
     }

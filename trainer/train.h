@@ -20,6 +20,7 @@ typedef struct {
     double samples_per_s; /* training throughput over the run's steps */
     double seconds;       /* wall time of the training loop */
     char data_digest[80]; /* training data digest */
+    char run_id[64];      /* the MLflow run ("" without tracking, or while it is spooled) */
 } kl_train_result;
 
 /* Runs training as configured. resume: continue from <output>.ckpt if present.

@@ -154,6 +154,7 @@ kl_status kl_train_tracking_begin(const kl_train_config *cfg, const char *device
         {"mlflow.source.type", "JOB"},
         {"mlflow.user", user},
         {"mlflow.note.content", note},
+        {"mlflow.parentRunId", cfg->tracking_parent_run ? cfg->tracking_parent_run : ""},
     };
     kl_tracker_opts to = {.experiment = cfg->tracking_experiment,
                           .run_name = run_name,
@@ -161,7 +162,10 @@ kl_status kl_train_tracking_begin(const kl_train_config *cfg, const char *device
                                            ? cfg->tracking_spool_dir
                                            : NULL};
     to.client.uri = uri;
-    kl_status s = kl_tracker_start(&to, tags, (int)(sizeof tags / sizeof tags[0]), &tt->tracker);
+    /* The parent tag only when this run nests under a pipeline's. */
+    int n_tags = (int)(sizeof tags / sizeof tags[0]);
+    if (!cfg->tracking_parent_run || !*cfg->tracking_parent_run) n_tags--;
+    kl_status s = kl_tracker_start(&to, tags, n_tags, &tt->tracker);
     if (s) {
         if (tt->log) fclose(tt->log);
         free(tt->curve);
@@ -254,7 +258,7 @@ static void write_curves(kl_train_tracking *tt, const char *path) {
 }
 
 void kl_train_tracking_end(kl_train_tracking *tt, const char *status, const kl_train_result *res,
-                           const char *bundle_dir, FILE *log) {
+                           const char *bundle_dir, FILE *log, char *run_id) {
     if (!tt) return;
     const kl_train_config *c = tt->cfg;
     kl_sysmetrics_stop(tt->sys);
@@ -299,6 +303,7 @@ void kl_train_tracking_end(kl_train_tracking *tt, const char *status, const kl_t
     if (access(path, R_OK) == 0) kl_tracker_artifact(tt->tracker, path, "curves.svg");
     kl_tracker_summary sum;
     kl_status s = kl_tracker_finish(tt->tracker, status, 60.0, &sum);
+    if (run_id) snprintf(run_id, 64, "%s", s == KL_OK ? sum.run_id : "");
     if (log) {
         const char *uri =
             c->tracking_uri && *c->tracking_uri ? c->tracking_uri : getenv("MLFLOW_TRACKING_URI");

@@ -36,8 +36,9 @@ void kl_train_tracking_epoch(kl_train_tracking *tt, int64_t epoch, int64_t step,
 
 /* Ends the run: final metrics, artifacts, logged model and registration (on success), the
  * run's status ("FINISHED", "FAILED", "KILLED"); waits a little for delivery, then leaves the
- * rest in the spool. Prints where the run is (or the spool) to `log`. Frees tt. */
+ * rest in the spool. Prints where the run is (or the spool) to `log`. run_id (64 bytes, may be
+ * NULL) receives the run's id. Frees tt. */
 void kl_train_tracking_end(kl_train_tracking *tt, const char *status, const kl_train_result *res,
-                           const char *bundle_dir, FILE *log);
+                           const char *bundle_dir, FILE *log, char *run_id);
 
 #endif
