@@ -10,15 +10,17 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: kiln pipeline run PIPELINE.yaml [--trigger REASON] [--force]\n"
                "\n"
-               "Runs train -> evaluate -> gates -> register -> promote as PIPELINE.yaml\n"
-               "describes (name, train_config, set, experiment, work_dir, eval, gates, approval;\n"
-               "see pipeline/pipeline.h). Steps whose inputs have not changed since the last\n"
+               "Runs [ingest -> check -> snapshot ->] train -> evaluate -> gates -> register ->\n"
+               "promote as PIPELINE.yaml describes (name, train_config, set, experiment,\n"
+               "work_dir, data, eval, gates, approval; see pipeline/pipeline.h). Steps whose "
+               "inputs have not changed since the last\n"
                "successful run are skipped (--force runs them all). With MLFLOW_TRACKING_URI the\n"
                "pipeline is a parent run with a nested run per step, the new version is\n"
                "registered under NAME and takes the alias champion (approval: auto; the old one\n"
                "keeps previous) or challenger (approval: manual, for kiln approve).\n"
                "--trigger records why it ran (monitoring passes the reason). Exit code: 0 done,\n"
-               "3 a gate failed (nothing registered, champion untouched), 1 error, 2 usage.\n");
+               "3 a gate or data check failed (nothing registered, champion untouched), 1 error,\n"
+               "2 usage.\n");
 }
 
 int kl_cmd_pipeline(int argc, char **argv) {
@@ -45,8 +47,8 @@ int kl_cmd_pipeline(int argc, char **argv) {
     kl_pipeline_result r;
     if (kl_pipeline_run(argv[2], &o, &r) != KL_OK) {
         int rc = kl_cli_fail("pipeline");
-        return r.steps_run + r.steps_skipped > 0 && !r.gates_passed &&
-                       strstr(kl_errmsg(), "gates failed")
+        /* A gate (or a data check) said no: not an error of the pipeline itself. */
+        return strstr(kl_errmsg(), "gates failed") || strstr(kl_errmsg(), "data checks failed")
                    ? 3
                    : rc;
     }

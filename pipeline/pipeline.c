@@ -8,50 +8,25 @@
 #include <time.h>
 #include <yaml.h>
 
-#include "eval/evaluate.h"      /* kl_eval_file */
-#include "eval/gates.h"         /* the gates */
-#include "eval/promotion.h"     /* kl_promote, kl_promote_request */
-#include "eval/report.h"        /* kl_eval_report_write */
-#include "runtime/bundle.h"     /* the trained model */
-#include "runtime/fileio.h"     /* state.json, reports */
-#include "runtime/sha256.h"     /* step keys */
-#include "tracking/mlflow.h"    /* parent and nested runs, registry */
-#include "tracking/model_uri.h" /* the champion */
-#include "trainer/train.h"      /* kl_train_run */
+#include "eval/evaluate.h"         /* kl_eval_file */
+#include "eval/gates.h"            /* the gates */
+#include "eval/promotion.h"        /* kl_promote, kl_promote_request */
+#include "eval/report.h"           /* kl_eval_report_write */
+#include "pipeline/pipeline_int.h" /* the shared types and helpers */
+#include "runtime/bundle.h"        /* the trained model */
+#include "runtime/fileio.h"        /* state.json, reports */
+#include "runtime/sha256.h"        /* step keys */
+#include "tracking/mlflow.h"       /* parent and nested runs, registry */
+#include "tracking/model_uri.h"    /* the champion */
+#include "trainer/train.h"         /* kl_train_run */
 
-#define MAX_SETS 64
-
-typedef struct {
-    char name[256];          /* registered model */
-    char train_config[4096]; /* kiln train config */
-    char *sets[MAX_SETS];    /* overrides, owned */
-    int n_sets;              /* entries in sets */
-    char experiment[256];    /* MLflow experiment */
-    char work_dir[4096];     /* outputs and state */
-    char eval_data[4096];    /* evaluation data ("" = the training config's test set) */
-    char eval_labels[4096];  /* its IDX labels */
-    char approval[16];       /* "auto" or "manual" */
-    kl_gate_set gates;       /* validation gates */
-    char gates_text[1024];   /* the gates as written, for the step key */
-} pipeline_cfg;
-
-typedef struct {
-    const kl_pipeline_opts *o;
-    pipeline_cfg cfg;
-    cJSON *state;           /* state.json: outputs and keys of the last successful steps */
-    kl_mlflow *mlflow;      /* NULL without tracking */
-    char experiment_id[64]; /* the pipeline's experiment */
-    char parent_run[64];    /* the pipeline's run */
-    kl_pipeline_result *res;
-} pipeline;
-
-static double now_s(void) {
+double pl_now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static int64_t now_ms(void) {
+int64_t pl_now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
@@ -60,12 +35,12 @@ static int64_t now_ms(void) {
 /* --- the YAML file -----------------------------------------------------------------------------
  */
 
-static const char *scalar(yaml_node_t *n) {
+const char *pl_scalar(yaml_node_t *n) {
     return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
-static kl_status copy_scalar(yaml_node_t *n, const char *key, char *dst, size_t cap) {
-    const char *v = scalar(n);
+kl_status pl_copy_scalar(yaml_node_t *n, const char *key, char *dst, size_t cap) {
+    const char *v = pl_scalar(n);
     if (!v) return kl_seterr(KL_EINVAL, "%s: expected a value", key);
     if (strlen(v) >= cap) return kl_seterr(KL_EINVAL, "%s: value too long", key);
     snprintf(dst, cap, "%s", v);
@@ -85,6 +60,7 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
     KL_TRY(kl_file_read(path, 1 << 20, &text, &len));
     snprintf(c->approval, sizeof c->approval, "auto");
     snprintf(c->experiment, sizeof c->experiment, "kiln-pipeline");
+    c->data.snapshot = 1;
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_parser_initialize(&parser);
@@ -103,20 +79,20 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
         st = kl_seterr(KL_EINVAL, "expected a mapping (name, train_config, gates, ...)");
     for (yaml_node_pair_t *p = root && st == KL_OK ? root->data.mapping.pairs.start : NULL;
          p && p < root->data.mapping.pairs.top && st == KL_OK; p++) {
-        const char *key = scalar(yaml_document_get_node(&doc, p->key));
+        const char *key = pl_scalar(yaml_document_get_node(&doc, p->key));
         yaml_node_t *v = yaml_document_get_node(&doc, p->value);
         if (!key) {
             st = kl_seterr(KL_EINVAL, "bad key");
         } else if (!strcmp(key, "name")) {
-            st = copy_scalar(v, key, c->name, sizeof c->name);
+            st = pl_copy_scalar(v, key, c->name, sizeof c->name);
         } else if (!strcmp(key, "train_config")) {
-            st = copy_scalar(v, key, c->train_config, sizeof c->train_config);
+            st = pl_copy_scalar(v, key, c->train_config, sizeof c->train_config);
         } else if (!strcmp(key, "experiment")) {
-            st = copy_scalar(v, key, c->experiment, sizeof c->experiment);
+            st = pl_copy_scalar(v, key, c->experiment, sizeof c->experiment);
         } else if (!strcmp(key, "work_dir")) {
-            st = copy_scalar(v, key, c->work_dir, sizeof c->work_dir);
+            st = pl_copy_scalar(v, key, c->work_dir, sizeof c->work_dir);
         } else if (!strcmp(key, "approval")) {
-            st = copy_scalar(v, key, c->approval, sizeof c->approval);
+            st = pl_copy_scalar(v, key, c->approval, sizeof c->approval);
             if (st == KL_OK && strcmp(c->approval, "auto") && strcmp(c->approval, "manual"))
                 st =
                     kl_seterr(KL_EINVAL, "approval: \"%s\" (expected auto or manual)", c->approval);
@@ -127,9 +103,9 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
             }
             for (yaml_node_item_t *it = v->data.sequence.items.start;
                  it < v->data.sequence.items.top && st == KL_OK; it++) {
-                const char *s = scalar(yaml_document_get_node(&doc, *it));
-                if (!s || c->n_sets >= MAX_SETS)
-                    st = kl_seterr(KL_EINVAL, "set: bad entry (or more than %d)", MAX_SETS);
+                const char *s = pl_scalar(yaml_document_get_node(&doc, *it));
+                if (!s || c->n_sets >= PL_MAX_SETS)
+                    st = kl_seterr(KL_EINVAL, "set: bad entry (or more than %d)", PL_MAX_SETS);
                 else if (!(c->sets[c->n_sets++] = strdup(s)))
                     st = kl_seterr(KL_ENOMEM, "out of memory");
             }
@@ -140,22 +116,24 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
             }
             for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
                  q < v->data.mapping.pairs.top && st == KL_OK; q++) {
-                const char *k = scalar(yaml_document_get_node(&doc, q->key));
+                const char *k = pl_scalar(yaml_document_get_node(&doc, q->key));
                 yaml_node_t *w = yaml_document_get_node(&doc, q->value);
                 if (k && !strcmp(k, "data"))
-                    st = copy_scalar(w, "eval.data", c->eval_data, sizeof c->eval_data);
+                    st = pl_copy_scalar(w, "eval.data", c->eval_data, sizeof c->eval_data);
                 else if (k && !strcmp(k, "labels"))
-                    st = copy_scalar(w, "eval.labels", c->eval_labels, sizeof c->eval_labels);
+                    st = pl_copy_scalar(w, "eval.labels", c->eval_labels, sizeof c->eval_labels);
                 else
                     st = kl_seterr(KL_EINVAL, "eval: unknown key \"%s\"", k ? k : "?");
             }
+        } else if (!strcmp(key, "data")) {
+            st = pl_data_parse(&doc, v, text, &c->data);
         } else if (!strcmp(key, "gates")) {
             st = kl_gates_parse_node(&doc, v, &c->gates);
             gates_source(text, v, c->gates_text, sizeof c->gates_text);
         } else {
             st = kl_seterr(KL_EINVAL,
                            "unknown key \"%s\" (name, train_config, set, experiment, work_dir, "
-                           "eval, gates, approval)",
+                           "data, eval, gates, approval)",
                            key);
         }
     }
@@ -173,7 +151,7 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
  */
 
 /* Adds a file's bytes to h (size and content); a missing file adds its name only. */
-static void hash_file(kl_sha256 *h, const char *path) {
+void pl_hash_file(kl_sha256 *h, const char *path) {
     if (!path || !*path) return;
     kl_sha256_update(h, path, strlen(path) + 1);
     FILE *f = fopen(path, "rb");
@@ -185,30 +163,30 @@ static void hash_file(kl_sha256 *h, const char *path) {
     fclose(f);
 }
 
-static void hash_text(kl_sha256 *h, const char *s) {
+void pl_hash_text(kl_sha256 *h, const char *s) {
     kl_sha256_update(h, s ? s : "", s ? strlen(s) + 1 : 1);
 }
 
-static void hash_end(kl_sha256 *h, char out[65]) {
+void pl_hash_end(kl_sha256 *h, char out[65]) {
     unsigned char d[32];
     kl_sha256_final(h, d);
     kl_sha256_hex(d, out);
 }
 
-static const char *state_get(pipeline *p, const char *step, const char *field) {
+const char *pl_state_get(pipeline *p, const char *step, const char *field) {
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(p->state, step);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, field);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static void state_set(pipeline *p, const char *step, const char *field, const char *value) {
+void pl_state_set(pipeline *p, const char *step, const char *field, const char *value) {
     cJSON *s = cJSON_GetObjectItemCaseSensitive(p->state, step);
     if (!s) s = cJSON_AddObjectToObject(p->state, step);
     cJSON_DeleteItemFromObjectCaseSensitive(s, field);
     cJSON_AddStringToObject(s, field, value);
 }
 
-static kl_status state_save(pipeline *p) {
+kl_status pl_state_save(pipeline *p) {
     char path[4200];
     snprintf(path, sizeof path, "%s/state.json", p->cfg.work_dir);
     char *text = cJSON_Print(p->state);
@@ -228,9 +206,8 @@ static void state_load(pipeline *p) {
     if (!p->state) p->state = cJSON_CreateObject();
 }
 
-/* Whether step's last success had this key (and the run is not forced). */
-static int unchanged(pipeline *p, const char *step, const char *key) {
-    const char *k = state_get(p, step, "key");
+int pl_unchanged(pipeline *p, const char *step, const char *key) {
+    const char *k = pl_state_get(p, step, "key");
     return !p->o->force && k && !strcmp(k, key);
 }
 
@@ -249,21 +226,21 @@ static kl_status tracking_begin(pipeline *p) {
     char run_name[320];
     snprintf(run_name, sizeof run_name, "pipeline %s", p->cfg.name);
     kl_mlflow_run run;
-    KL_TRY(kl_mlflow_create_run(p->mlflow, p->experiment_id, run_name, now_ms(), tags, 4, &run));
+    KL_TRY(kl_mlflow_create_run(p->mlflow, p->experiment_id, run_name, pl_now_ms(), tags, 4, &run));
     snprintf(p->parent_run, sizeof p->parent_run, "%s", run.run_id);
     snprintf(p->res->run_id, sizeof p->res->run_id, "%s", run.run_id);
     return KL_OK;
 }
 
 /* A nested run recording one step (not for train: the training run is its own). */
-static void step_run(pipeline *p, const char *step, const char *status, double seconds,
-                     const kl_metric *metrics, int n_metrics, const kl_kv *params, int n_params) {
+void pl_step_run(pipeline *p, const char *step, const char *status, double seconds,
+                 const kl_metric *metrics, int n_metrics, const kl_kv *params, int n_params) {
     if (!p->mlflow || !p->parent_run[0]) return;
     kl_kv tags[] = {{"mlflow.parentRunId", p->parent_run}, {"kiln.pipeline.step", step}};
     char name[64];
     snprintf(name, sizeof name, "step: %s", step);
     kl_mlflow_run run;
-    int64_t end = now_ms();
+    int64_t end = pl_now_ms();
     if (kl_mlflow_create_run(p->mlflow, p->experiment_id, name, end - (int64_t)(seconds * 1e3),
                              tags, 2, &run) != KL_OK) {
         kl_clearerr();
@@ -282,14 +259,14 @@ static void step_run(pipeline *p, const char *step, const char *status, double s
 /* --- the steps
  * ------------------------------------------------------------------------------------ */
 
-static void say(pipeline *p, const char *step, const char *what, double seconds) {
+void pl_say(pipeline *p, const char *step, const char *what, double seconds) {
     if (p->o->log)
         fprintf(p->o->log, "pipeline %s: %-9s %s (%.1f s)\n", p->cfg.name, step, what, seconds);
 }
 
 /* train: the bundle in work_dir/model; key = the resolved config and the training data's bytes. */
 static kl_status step_train(pipeline *p, kl_train_config *tc, char key_out[65]) {
-    double t0 = now_s();
+    double t0 = pl_now_s();
     char bundle[4200];
     snprintf(bundle, sizeof bundle, "%s/model", p->cfg.work_dir);
     free(tc->output);
@@ -303,13 +280,13 @@ static kl_status step_train(pipeline *p, kl_train_config *tc, char key_out[65]) 
         kl_config_write_yaml(tc, mem);
         fclose(mem);
     }
-    hash_text(&h, cfg_text);
+    pl_hash_text(&h, cfg_text);
     free(cfg_text);
-    hash_file(&h, tc->data_train);
-    hash_file(&h, tc->data_train_labels);
-    hash_end(&h, key_out);
-    if (unchanged(p, "train", key_out)) {
-        say(p, "train", "skipped (data and config unchanged)", now_s() - t0);
+    pl_hash_file(&h, tc->data_train);
+    pl_hash_file(&h, tc->data_train_labels);
+    pl_hash_end(&h, key_out);
+    if (pl_unchanged(p, "train", key_out)) {
+        pl_say(p, "train", "skipped (data and config unchanged)", pl_now_s() - t0);
         p->res->steps_skipped++;
         return KL_OK;
     }
@@ -320,20 +297,20 @@ static kl_status step_train(pipeline *p, kl_train_config *tc, char key_out[65]) 
     kl_train_result tr;
     kl_status st = kl_train_run(tc, 0, p->o->log, &tr);
     if (st != KL_OK) {
-        say(p, "train", "FAILED", now_s() - t0);
+        pl_say(p, "train", "FAILED", pl_now_s() - t0);
         return kl_preferr(st, "train");
     }
-    state_set(p, "train", "key", key_out);
-    state_set(p, "train", "bundle", bundle);
-    state_set(p, "train", "run_id", tr.run_id);
-    state_set(p, "train", "data_digest", tr.data_digest);
+    pl_state_set(p, "train", "key", key_out);
+    pl_state_set(p, "train", "bundle", bundle);
+    pl_state_set(p, "train", "run_id", tr.run_id);
+    pl_state_set(p, "train", "data_digest", tr.data_digest);
     /* Steps downstream of a new model must run again. */
     cJSON_DeleteItemFromObjectCaseSensitive(p->state, "register");
-    KL_TRY(state_save(p));
+    KL_TRY(pl_state_save(p));
     char what[128];
     snprintf(what, sizeof what, "ok (%lld steps, %.0f samples/s)", (long long)tr.steps,
              tr.samples_per_s);
-    say(p, "train", what, now_s() - t0);
+    pl_say(p, "train", what, pl_now_s() - t0);
     p->res->steps_run++;
     return KL_OK;
 }
@@ -353,7 +330,7 @@ static kl_status gate_metric(void *ctx, const char *who, const char *name, doubl
 /* evaluate + gates: the candidate and the champion on the same data. */
 static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const char *train_key,
                                  int *passed) {
-    double t0 = now_s();
+    double t0 = pl_now_s();
     const char *data = p->cfg.eval_data[0] ? p->cfg.eval_data : tc->data_test;
     const char *labels = p->cfg.eval_data[0] ? (p->cfg.eval_labels[0] ? p->cfg.eval_labels : NULL)
                                              : tc->data_test_labels;
@@ -369,25 +346,25 @@ static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const c
         kl_clearerr();
     }
     /* A champion that is this very model (registered from the same training) is no rival. */
-    const char *mine = state_get(p, "register", "version"),
-               *mine_key = state_get(p, "register", "key");
+    const char *mine = pl_state_get(p, "register", "version"),
+               *mine_key = pl_state_get(p, "register", "key");
     if (champ_version[0] && mine && mine_key && !strcmp(mine_key, train_key) &&
         !strcmp(mine, champ_version))
         champ_version[0] = 0;
     kl_sha256 h;
     char key[65];
     if (kl_sha256_init(&h)) return kl_seterr(KL_EINTERNAL, "sha256");
-    hash_text(&h, train_key);
-    hash_file(&h, data);
-    hash_file(&h, labels);
-    hash_text(&h, p->cfg.gates_text);
-    hash_text(&h, champ_version);
-    hash_end(&h, key);
-    if (unchanged(p, "gates", key)) {
-        const char *r = state_get(p, "gates", "passed");
+    pl_hash_text(&h, train_key);
+    pl_hash_file(&h, data);
+    pl_hash_file(&h, labels);
+    pl_hash_text(&h, p->cfg.gates_text);
+    pl_hash_text(&h, champ_version);
+    pl_hash_end(&h, key);
+    if (pl_unchanged(p, "gates", key)) {
+        const char *r = pl_state_get(p, "gates", "passed");
         *passed = r && !strcmp(r, "true");
-        say(p, "evaluate", "skipped (model and data unchanged)", 0);
-        say(p, "gates", *passed ? "skipped (passed before)" : "skipped (failed before)", 0);
+        pl_say(p, "evaluate", "skipped (model and data unchanged)", 0);
+        pl_say(p, "gates", *passed ? "skipped (passed before)" : "skipped (failed before)", 0);
         p->res->steps_skipped += 2;
         return KL_OK;
     }
@@ -407,9 +384,9 @@ static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const c
         kl_eval_meta meta = {.model = bundle_dir, .model_dir = bundle_dir, .data = data};
         st = kl_eval_report_write(rdir, &res, &meta);
     }
-    double t1 = now_s();
+    double t1 = pl_now_s();
     if (st != KL_OK) {
-        say(p, "evaluate", "FAILED", t1 - t0);
+        pl_say(p, "evaluate", "FAILED", t1 - t0);
         kl_preferr(st, "evaluate");
         goto done;
     }
@@ -419,9 +396,9 @@ static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const c
     char what[4400];
     snprintf(what, sizeof what, "ok (%s %.4f on %s)",
              res.task == KL_TASK_CLASSIFICATION ? "accuracy" : "mse", acc, data);
-    say(p, "evaluate", what, t1 - t0);
-    kl_metric em[] = {{"accuracy", acc, now_ms(), 0}};
-    step_run(p, "evaluate", "FINISHED", t1 - t0, em, isnan(acc) ? 0 : 1, NULL, 0);
+    pl_say(p, "evaluate", what, t1 - t0);
+    kl_metric em[] = {{"accuracy", acc, pl_now_ms(), 0}};
+    pl_step_run(p, "evaluate", "FINISHED", t1 - t0, em, isnan(acc) ? 0 : 1, NULL, 0);
     p->res->steps_run++;
 
     if (champ_version[0]) {
@@ -455,12 +432,12 @@ static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const c
     if (json) st = kl_file_write_atomic(rpath, json, strlen(json));
     free(json);
     if (st != KL_OK) goto done;
-    say(p, "gates", *passed ? "passed" : "FAILED", now_s() - t1);
-    step_run(p, "gates", *passed ? "FINISHED" : "FAILED", now_s() - t1, NULL, 0, NULL, 0);
+    pl_say(p, "gates", *passed ? "passed" : "FAILED", pl_now_s() - t1);
+    pl_step_run(p, "gates", *passed ? "FINISHED" : "FAILED", pl_now_s() - t1, NULL, 0, NULL, 0);
     p->res->steps_run++;
-    state_set(p, "gates", "key", key);
-    state_set(p, "gates", "passed", *passed ? "true" : "false");
-    st = state_save(p);
+    pl_state_set(p, "gates", "key", key);
+    pl_state_set(p, "gates", "passed", *passed ? "true" : "false");
+    st = pl_state_save(p);
 done:
     kl_eval_result_free(&res);
     kl_eval_result_free(&cres);
@@ -472,20 +449,20 @@ done:
 /* register + promote: a new version from the training run's model/, then champion or
  * challenger; the gate results go to the version's tags and the report to the parent run. */
 static kl_status step_register(pipeline *p, const char *train_key) {
-    double t0 = now_s();
+    double t0 = pl_now_s();
     if (!p->mlflow) {
-        say(p, "register", "skipped (no MLFLOW_TRACKING_URI)", 0);
+        pl_say(p, "register", "skipped (no MLFLOW_TRACKING_URI)", 0);
         return KL_OK;
     }
-    const char *have = state_get(p, "register", "key");
-    const char *version = state_get(p, "register", "version");
+    const char *have = pl_state_get(p, "register", "key");
+    const char *version = pl_state_get(p, "register", "version");
     char v[32] = "";
     if (have && version && !strcmp(have, train_key) && !p->o->force) {
         snprintf(v, sizeof v, "%s", version);
-        say(p, "register", "skipped (this model is already a version)", 0);
+        pl_say(p, "register", "skipped (this model is already a version)", 0);
         p->res->steps_skipped++;
     } else {
-        const char *run_id = state_get(p, "train", "run_id");
+        const char *run_id = pl_state_get(p, "train", "run_id");
         if (!run_id || !*run_id)
             return kl_seterr(KL_EINVAL, "register: the training run's id is unknown (its "
                                         "records are still in the spool?)");
@@ -495,15 +472,15 @@ static kl_status step_register(pipeline *p, const char *train_key) {
         char source[700];
         snprintf(source, sizeof source, "%s/model", info.artifact_uri);
         kl_mlflow_run_info_free(&info);
-        const char *digest = state_get(p, "train", "data_digest");
+        const char *digest = pl_state_get(p, "train", "data_digest");
         kl_kv tags[] = {{"kiln.data_digest", digest ? digest : ""}, {"kiln.pipeline", p->cfg.name}};
         KL_TRY(kl_mlflow_registered_model(p->mlflow, p->cfg.name, NULL));
         KL_TRY(kl_mlflow_create_model_version(p->mlflow, p->cfg.name, source, run_id, NULL, tags, 2,
                                               v));
-        state_set(p, "register", "key", train_key);
-        state_set(p, "register", "version", v);
-        KL_TRY(state_save(p));
-        say(p, "register", v, now_s() - t0);
+        pl_state_set(p, "register", "key", train_key);
+        pl_state_set(p, "register", "version", v);
+        KL_TRY(pl_state_save(p));
+        pl_say(p, "register", v, pl_now_s() - t0);
         p->res->steps_run++;
     }
     snprintf(p->res->version, sizeof p->res->version, "%s", v);
@@ -516,7 +493,7 @@ static kl_status step_register(pipeline *p, const char *train_key) {
         kl_mlflow_upload_file(p->mlflow, info.artifact_uri, rpath, "gate-report.json");
     kl_mlflow_run_info_free(&info);
     kl_clearerr();
-    double t1 = now_s();
+    double t1 = pl_now_s();
     char current[32] = "";
     if (kl_mlflow_get_alias(p->mlflow, p->cfg.name,
                             !strcmp(p->cfg.approval, "auto") ? "champion" : "challenger",
@@ -525,20 +502,20 @@ static kl_status step_register(pipeline *p, const char *train_key) {
     if (!strcmp(current, v)) {
         snprintf(p->res->promoted, sizeof p->res->promoted, "%s",
                  !strcmp(p->cfg.approval, "auto") ? "champion" : "challenger");
-        say(p, "promote", "skipped (already there)", 0);
+        pl_say(p, "promote", "skipped (already there)", 0);
         return KL_OK;
     }
     if (!strcmp(p->cfg.approval, "auto")) {
         KL_TRY(kl_promote(p->mlflow, p->cfg.name, v, "kiln pipeline (approval: auto)", NULL));
         snprintf(p->res->promoted, sizeof p->res->promoted, "champion");
-        say(p, "promote", "champion", now_s() - t1);
+        pl_say(p, "promote", "champion", pl_now_s() - t1);
     } else {
         KL_TRY(kl_promote_request(p->mlflow, p->cfg.name, v));
         snprintf(p->res->promoted, sizeof p->res->promoted, "challenger");
-        say(p, "promote", "challenger (waiting for kiln approve)", now_s() - t1);
+        pl_say(p, "promote", "challenger (waiting for kiln approve)", pl_now_s() - t1);
     }
     kl_kv params[] = {{"version", v}, {"alias", p->res->promoted}};
-    step_run(p, "register", "FINISHED", now_s() - t0, NULL, 0, params, 2);
+    pl_step_run(p, "register", "FINISHED", pl_now_s() - t0, NULL, 0, params, 2);
     return KL_OK;
 }
 
@@ -554,6 +531,7 @@ kl_status kl_pipeline_run(const char *path, const kl_pipeline_opts *opts, kl_pip
     if (st == KL_OK) st = kl_config_load_yaml(&tc, p.cfg.train_config);
     for (int i = 0; st == KL_OK && i < p.cfg.n_sets; i++)
         st = kl_config_set(&tc, p.cfg.sets[i]);
+    if (st == KL_OK) st = pl_data_override(&p.cfg.data, &tc);
     if (st == KL_OK) st = kl_config_validate(&tc);
     if (st != KL_OK) st = kl_preferr(st, "pipeline");
     if (st == KL_OK) st = kl_file_mkdirs(p.cfg.work_dir);
@@ -563,6 +541,7 @@ kl_status kl_pipeline_run(const char *path, const kl_pipeline_opts *opts, kl_pip
     }
     char train_key[65] = "";
     int passed = 0;
+    if (st == KL_OK) st = pl_data_steps(&p, &tc);
     if (st == KL_OK) st = step_train(&p, &tc, train_key);
     if (st == KL_OK) st = step_eval_gates(&p, &tc, train_key, &passed);
     out->gates_passed = passed;
@@ -575,13 +554,15 @@ kl_status kl_pipeline_run(const char *path, const kl_pipeline_opts *opts, kl_pip
     if (p.mlflow && p.parent_run[0]) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", st == KL_OK ? "" : kl_errmsg());
-        kl_mlflow_update_run(p.mlflow, p.parent_run, st == KL_OK ? "FINISHED" : "FAILED", now_ms());
+        kl_mlflow_update_run(p.mlflow, p.parent_run, st == KL_OK ? "FINISHED" : "FAILED",
+                             pl_now_ms());
         if (st != KL_OK) kl_seterr(st, "%s", msg);
     }
     kl_mlflow_close(p.mlflow);
     cJSON_Delete(p.state);
     for (int i = 0; i < p.cfg.n_sets; i++)
         free(p.cfg.sets[i]);
+    pl_data_free(&p.cfg.data);
     kl_config_free(&tc);
     return st;
 }

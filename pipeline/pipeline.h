@@ -1,6 +1,7 @@
 /* pipeline.h — `kiln pipeline run`: the stages as one journey, from a YAML file.
  *
- *   train → evaluate → gates → register → promote (auto) or request approval (manual)
+ *   [ingest → check data → snapshot →] train → evaluate → gates → register → promote (auto) or
+ *   request approval (manual)
  *
  * Each step prints its status and time; with MLFLOW_TRACKING_URI the pipeline is a parent run
  * (tags kiln.pipeline, kiln.trigger) with a nested run per step (the training run itself is the
@@ -17,6 +18,17 @@
  *   set: [train.epochs=2, ...]          overrides of the training config
  *   experiment: kiln-pipeline           MLflow experiment of the pipeline's runs
  *   work_dir: out/pipeline/NAME         bundle, reports, state.json
+ *   data:                               optional steps before training (pipeline_data.c):
+ *     ingest: {from: URI, query: SQL | table: NAME, out: FILE}
+ *                                       rows of a PostgreSQL or SQLite source (data/ingest.h)
+ *                                       into FILE, which becomes data.train (data.format=csv)
+ *     checks: {...}                     data/checks.h on the training data; a failure stops the
+ *                                       pipeline ("data checks failed", exit code as a failed
+ *                                       gate) with work_dir/data-checks.json
+ *     snapshot: true                    content-addressed copy of the training data (default
+ *                                       true); its digest is the parent run's tag
+ *                                       kiln.data_snapshot and state.json's snapshot.digest
+ *     store: DIR                        snapshot store (default: kl_snapshot_default_store)
  *   eval: {data: FILE, labels: FILE}    evaluation data (default: the training config's test set)
  *   gates: {...}                        eval/gates.h
  *   approval: auto | manual             auto: champion moves when every gate passes;
@@ -38,12 +50,13 @@ typedef struct {
 } kl_pipeline_opts;
 
 typedef struct {
-    int gates_passed;  /* every gate passed */
-    char version[32];  /* the registered version ("" when not registered) */
-    char promoted[16]; /* "champion", "challenger" or "" */
-    int steps_run;     /* steps executed */
-    int steps_skipped; /* steps skipped as unchanged */
-    char run_id[64];   /* the parent MLflow run ("" without tracking) */
+    int gates_passed;       /* every gate passed */
+    char version[32];       /* the registered version ("" when not registered) */
+    char promoted[16];      /* "champion", "challenger" or "" */
+    int steps_run;          /* steps executed */
+    int steps_skipped;      /* steps skipped as unchanged */
+    char run_id[64];        /* the parent MLflow run ("" without tracking) */
+    char data_snapshot[80]; /* the training data's snapshot digest ("" when not taken) */
 } kl_pipeline_result;
 
 /* Runs the pipeline described by the YAML file at path. Fails (kl_errmsg names the step and
