@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "data/prepare.h"       /* kl_data_load_input */
 #include "eval/evaluate.h"      /* kl_eval_file */
+#include "eval/fairness.h"      /* kl_eval_group_gap */
 #include "eval/gates.h"         /* the gates */
 #include "runtime/fileio.h"     /* kl_file_read, kl_file_write_atomic */
 #include "tracking/mlflow.h"    /* version tags */
@@ -32,7 +33,13 @@ static void usage(FILE *f) {
 typedef struct {
     const kl_eval_result *candidate; /* the model's metrics and baseline */
     const kl_eval_result *champion;  /* the champion's, or NULL */
+    const char *data;                /* the evaluation file (its columns group the rows) */
 } sources;
+
+static kl_status group_gap(void *ctx, const char *column, const char *metric, double *gap) {
+    const sources *s = ctx;
+    return kl_eval_group_gap(s->candidate, s->data, column, metric, gap, NULL);
+}
 
 static kl_status metric(void *ctx, const char *who, const char *name, double *v) {
     const sources *s = ctx;
@@ -144,9 +151,10 @@ int kl_cmd_gates(int argc, char **argv) {
             have_champion = 1;
         }
     }
-    sources src = {&res, have_champion ? &cres : NULL};
+    sources src = {&res, have_champion ? &cres : NULL, data};
     kl_gate_inputs in = {.ctx = &src,
                          .metric = metric,
+                         .group_gap = group_gap,
                          .bundle_dir = model_dir,
                          .bundle = &b,
                          .device = opts.device,

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <yaml.h>
 
+#include "eval/fairness.h"         /* kl_eval_group_gap */
 #include "eval/evaluate.h"         /* kl_eval_file */
 #include "eval/gates.h"            /* the gates */
 #include "eval/promotion.h"        /* kl_promote, kl_promote_request */
@@ -317,7 +318,13 @@ static kl_status step_train(pipeline *p, kl_train_config *tc, char key_out[65]) 
 
 typedef struct {
     const kl_eval_result *candidate, *champion;
+    const char *data; /* the evaluation file (its columns group the rows for fairness) */
 } gate_sources;
+
+static kl_status gate_group_gap(void *ctx, const char *column, const char *metric, double *gap) {
+    const gate_sources *s = ctx;
+    return kl_eval_group_gap(s->candidate, s->data, column, metric, gap, NULL);
+}
 
 static kl_status gate_metric(void *ctx, const char *who, const char *name, double *v) {
     const gate_sources *s = ctx;
@@ -413,9 +420,10 @@ static kl_status step_eval_gates(pipeline *p, const kl_train_config *tc, const c
             goto done;
         }
     }
-    gate_sources src = {&res, have_champion ? &cres : NULL};
+    gate_sources src = {&res, have_champion ? &cres : NULL, data};
     kl_gate_inputs in = {.ctx = &src,
                          .metric = gate_metric,
+                         .group_gap = gate_group_gap,
                          .bundle_dir = bundle_dir,
                          .bundle = &b,
                          .device = kl_cpu(),
