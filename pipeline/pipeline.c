@@ -454,6 +454,32 @@ done:
     return st;
 }
 
+/* Writes each gate of the report at path to version v's tags: kiln.gate.<name> = "pass: ...". */
+static kl_status tag_gate_results(pipeline *p, const char *v, const char *path) {
+    char *text = NULL;
+    size_t len = 0;
+    KL_TRY(kl_file_read(path, 1 << 20, &text, &len));
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *g;
+    kl_status st = KL_OK;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(root, "gates")) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(g, "name");
+        const cJSON *detail = cJSON_GetObjectItemCaseSensitive(g, "detail");
+        if (!cJSON_IsString(name) || !cJSON_IsString(detail)) continue;
+        char key[160], val[320];
+        snprintf(key, sizeof key, "kiln.gate.%.100s", name->valuestring);
+        for (char *k = key; *k; k++)
+            if (*k == '@') *k = '_'; /* MLflow tag keys: alphanumerics, _ - . / : and space */
+        snprintf(val, sizeof val, "%s: %.250s",
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g, "passed")) ? "pass" : "fail",
+                 detail->valuestring);
+        if ((st = kl_mlflow_set_version_tag(p->mlflow, p->cfg.name, v, key, val)) != KL_OK) break;
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
 /* register + promote: a new version from the training run's model/, then champion or
  * challenger; the gate results go to the version's tags and the report to the parent run. */
 static kl_status step_register(pipeline *p, const char *train_key) {
@@ -495,6 +521,7 @@ static kl_status step_register(pipeline *p, const char *train_key) {
     char rpath[4300];
     snprintf(rpath, sizeof rpath, "%s/gate-report.json", p->cfg.work_dir);
     KL_TRY(kl_mlflow_set_version_tag(p->mlflow, p->cfg.name, v, "kiln.gates", "passed"));
+    KL_TRY(tag_gate_results(p, v, rpath));
     kl_mlflow_run_info info;
     memset(&info, 0, sizeof info);
     if (kl_mlflow_get_run(p->mlflow, p->parent_run, &info) == KL_OK)

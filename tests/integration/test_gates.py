@@ -65,6 +65,8 @@ def test_min_baseline_size_latency(models):
     assert "FAIL" in p.stdout and "gates: FAILED" in p.stdout
     p, rep = gates(d, data, good, "size: {max_mb: 0.0001}\n")
     assert p.returncode == 3 and "bundle" in by_name(rep)["size:mb"]["detail"]
+    p, rep = gates(d, data, good, "latency: {batch: 64, p99_ms: 0.000001}\n")
+    assert p.returncode == 3 and not by_name(rep)["latency:p99_ms@64"]["passed"]
 
 
 def test_champion_worse_and_better(models):

@@ -60,7 +60,10 @@ def test_pipeline_registers_promotes_and_skips(data, mlflow_server, tmp_path):
     print(p.stderr)
     assert "version 1 is champion" in p.stdout
     assert dict(c.get_registered_model(name).aliases) == {"champion": "1"}
-    assert c.get_model_version(name, "1").tags["kiln.gates"] == "passed"
+    tags = c.get_model_version(name, "1").tags
+    assert tags["kiln.gates"] == "passed"
+    assert tags["kiln.gate.min:accuracy"].startswith("pass: accuracy")
+    assert tags["kiln.gate.champion:accuracy"].startswith("pass: no champion yet")
     assert (work / "gate-report.json").exists() and (work / "eval" / "report.json").exists()
     exp = c.get_experiment_by_name(name)
     runs = c.search_runs([exp.experiment_id])
