@@ -19,7 +19,8 @@
 #include <microhttpd.h> /* MHD_start_daemon, the access handler, suspend/resume */
 #include <zlib.h>       /* inflate, for Content-Encoding: gzip / deflate request bodies */
 
-#include "serving/oip_json.h" /* the REST bodies */
+#include "serving/oip_json.h"    /* the REST bodies */
+#include "serving/oip_service.h" /* kl_oip_model_config_from_info */
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0"
@@ -378,26 +379,9 @@ static enum MHD_Result route_model_get(rq *q, const char *name, const char *vers
     kl_oip_json_body b;
     kl_status st;
     if (!strcmp(what, "config")) {
-        const kl_batch_opts *bo = &info.batch;
         int32_t preferred[8];
-        size_t n_preferred = 0;
-        for (int i = 0; i < bo->n_preferred && i < 8; i++)
-            preferred[n_preferred++] = bo->preferred[i];
         kl_oip_model_config cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.name = info.name;
-        cfg.platform = "kiln";
-        cfg.backend = "kiln";
-        cfg.sig = info.sig;
-        cfg.dynamic_batching = bo->dynamic;
-        cfg.preferred = n_preferred ? preferred : NULL;
-        cfg.n_preferred = n_preferred;
-        cfg.max_queue_delay_us = bo->max_queue_delay_us;
-        cfg.max_queue_size = bo->max_queue_size;
-        cfg.default_timeout_us = bo->default_timeout_us;
-        cfg.priority_levels = bo->priority_levels;
-        cfg.instance_count = bo->instances > 0 ? bo->instances : 1;
-        cfg.on_gpu = info.on_gpu;
+        kl_oip_model_config_from_info(&info, preferred, &cfg);
         st = kl_oip_json_encode_model_config(&cfg, &b);
     } else {
         st = kl_oip_json_encode_model_metadata(&info, "kiln", &b);

@@ -45,31 +45,36 @@ kl_grpc_code kl_oip_service_model_metadata(kl_model_manager *m, const uint8_t *r
     return c;
 }
 
+void kl_oip_model_config_from_info(const kl_model_info *info, int32_t preferred[8],
+                                   kl_oip_model_config *cfg) {
+    const kl_batch_opts *b = &info->batch;
+    size_t n_preferred = 0;
+    for (int i = 0; i < b->n_preferred && i < 8; i++)
+        preferred[n_preferred++] = b->preferred[i];
+    memset(cfg, 0, sizeof *cfg);
+    cfg->name = info->name;
+    cfg->platform = "kiln";
+    cfg->backend = "kiln";
+    cfg->sig = info->sig;
+    cfg->dynamic_batching = b->dynamic;
+    cfg->preferred = n_preferred ? preferred : NULL;
+    cfg->n_preferred = n_preferred;
+    cfg->max_queue_delay_us = b->max_queue_delay_us;
+    cfg->max_queue_size = b->max_queue_size;
+    cfg->default_timeout_us = b->default_timeout_us;
+    cfg->priority_levels = b->priority_levels;
+    cfg->instance_count = b->instances > 0 ? b->instances : 1;
+    cfg->on_gpu = info->on_gpu;
+}
+
 kl_grpc_code kl_oip_service_model_config(kl_model_manager *m, const uint8_t *req, size_t len,
                                          uint8_t **resp, size_t *resp_len) {
     kl_model_info info;
     kl_grpc_code c = lookup(m, req, len, &info);
     if (c != KL_GRPC_OK) return c;
-    const kl_batch_opts *b = &info.batch;
     int32_t preferred[8];
-    size_t n_preferred = 0;
-    for (int i = 0; i < b->n_preferred && i < 8; i++)
-        preferred[n_preferred++] = b->preferred[i];
     kl_oip_model_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.name = info.name;
-    cfg.platform = "kiln";
-    cfg.backend = "kiln";
-    cfg.sig = info.sig;
-    cfg.dynamic_batching = b->dynamic;
-    cfg.preferred = n_preferred ? preferred : NULL;
-    cfg.n_preferred = n_preferred;
-    cfg.max_queue_delay_us = b->max_queue_delay_us;
-    cfg.max_queue_size = b->max_queue_size;
-    cfg.default_timeout_us = b->default_timeout_us;
-    cfg.priority_levels = b->priority_levels;
-    cfg.instance_count = b->instances > 0 ? b->instances : 1;
-    cfg.on_gpu = info.on_gpu;
+    kl_oip_model_config_from_info(&info, preferred, &cfg);
     c = encoded(kl_oip_encode_model_config(&cfg, resp, resp_len));
     kl_model_info_free(&info);
     return c;

@@ -26,6 +26,11 @@ kl_grpc_code kl_oip_service_model_ready(kl_model_manager *m, const uint8_t *req,
 kl_grpc_code kl_oip_service_model_metadata(kl_model_manager *m, const uint8_t *req, size_t len,
                                            uint8_t **resp, size_t *resp_len);
 /* ModelConfig: the model's signature and its batching (kl_model_info.batch). */
+/* A model's config as the protocol reports it (gRPC ModelConfig and the REST /config alike):
+ * cfg points into info and into preferred (the caller's 8 slots). */
+void kl_oip_model_config_from_info(const kl_model_info *info, int32_t preferred[8],
+                                   kl_oip_model_config *cfg);
+
 kl_grpc_code kl_oip_service_model_config(kl_model_manager *m, const uint8_t *req, size_t len,
                                          uint8_t **resp, size_t *resp_len);
 /* ModelStatistics: name "" = every model, version "" = every version. */
