@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/db_text.h" /* URIs without passwords, messages on one line */
+
 /* The output file in progress: written to "<path>.tmp" and renamed when complete. */
 typedef struct {
     const char *path; /* the CSV to produce */
@@ -18,32 +20,6 @@ typedef struct {
     int64_t rows;     /* data rows written */
     int cols;         /* columns of the header */
 } csv_out;
-
-/* The source for messages, with the password of a URI replaced by ***. */
-static void hide_password(const char *src, char *out, size_t size) {
-    const char *scheme = strstr(src, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-    if (at && colon && colon < at)
-        snprintf(out, size, "%.*s***%s", (int)(colon + 1 - src), src, at);
-    else
-        snprintf(out, size, "%s", src);
-}
-
-/* A libpq / SQLite message on one line. */
-static void one_line(char *s) {
-    char *w = s;
-    for (const char *r = s; *r; r++) {
-        if (*r == '\n' || *r == '\r') {
-            while (r[1] == '\t' || r[1] == ' ' || r[1] == '\n' || r[1] == '\r')
-                r++;
-            if (r[1]) *w++ = ' ';
-            continue;
-        }
-        *w++ = *r;
-    }
-    *w = '\0';
-}
 
 /* Writes one CSV field of n bytes (NULL: a database NULL, an empty field). */
 static void put_field(FILE *f, const char *s, size_t n, int first) {
@@ -248,7 +224,7 @@ static kl_status pg_result_err(const char *where, PGconn *pg, PGresult *res) {
     char msg[2048];
     snprintf(msg, sizeof msg, "%s",
              res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(pg));
-    one_line(msg);
+    kl_db_one_line(msg);
     return kl_seterr(KL_EIO, "%s: %s", where, msg);
 }
 
@@ -261,7 +237,7 @@ static kl_status ingest_pg(const kl_ingest_config *cfg, const char *sql, const c
     if (PQstatus(pg) != CONNECTION_OK) {
         char msg[2048];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
-        one_line(msg);
+        kl_db_one_line(msg);
         PQfinish(pg);
         return kl_seterr(KL_EIO, "%s: cannot connect: %s", where, msg);
     }
@@ -307,7 +283,9 @@ kl_status kl_ingest_to_csv(const kl_ingest_config *cfg, const char *out_csv, int
                            int *cols) {
     if (!cfg->source || !*cfg->source) return kl_seterr(KL_EINVAL, "no source (--from)");
     char where[1024];
-    hide_password(cfg->source, where, sizeof where);
+    char *shown = kl_db_hide_password(cfg->source);
+    snprintf(where, sizeof where, "%s", shown ? shown : "(the source)");
+    free(shown);
     if (!!cfg->query == !!cfg->table)
         return kl_seterr(KL_EINVAL, "give exactly one of a query and a table");
     char tq[300];

@@ -1,6 +1,7 @@
 /* prediction_sink.c — prediction rows into a database table: the target string, the table's
  * columns, the resume point and the public functions; the databases' own code is in
  * prediction_sink_sqlite.c and prediction_sink_pg.c (see prediction_sink.h). */
+#include "data/db_text.h" /* the target shown without its password */
 #include "data/prediction_sink_impl.h"
 
 #include <stdarg.h>
@@ -118,41 +119,6 @@ static kl_status set_table(target *t, const char *name, size_t n) {
     return KL_OK;
 }
 
-/* Hides the password of a libpq URI: user:SECRET@ and password=SECRET become ***. */
-static char *hide_password(const char *uri) {
-    strbuf b = {0};
-    const char *scheme_end = strstr(uri, "://");
-    size_t auth = scheme_end ? (size_t)(scheme_end - uri) + 3 : 0;
-    size_t auth_end = auth + strcspn(uri + auth, "/?");
-    size_t at = 0, colon = 0;
-    for (size_t i = auth; i < auth_end; i++)
-        if (uri[i] == '@') at = i;
-    for (size_t i = auth; i < at && !colon; i++)
-        if (uri[i] == ':') colon = i;
-    if (colon) {
-        ps_sb_addn(&b, uri, colon + 1);
-        ps_sb_add(&b, "***");
-        uri += at;
-    }
-    const char *q = strchr(uri, '?');
-    if (!q) {
-        ps_sb_add(&b, uri);
-        return b.oom ? (free(b.p), NULL) : b.p;
-    }
-    ps_sb_addn(&b, uri, (size_t)(q - uri));
-    for (const char *item = q + 1; *item;) {
-        size_t n = strcspn(item, "&");
-        ps_sb_add(&b, item == q + 1 ? "?" : "&");
-        if (!strncmp(item, "password=", 9))
-            ps_sb_add(&b, "password=***");
-        else
-            ps_sb_addn(&b, item, n);
-        item += n;
-        if (*item == '&') item++;
-    }
-    return b.oom ? (free(b.p), NULL) : b.p;
-}
-
 static kl_status parse_target(const char *s, target *t) {
     memset(t, 0, sizeof *t);
     strcpy(t->table, DEFAULT_TABLE);
@@ -221,7 +187,7 @@ static kl_status parse_target(const char *s, target *t) {
     if (conn.oom) goto oom;
     t->conn = conn.p;
     conn.p = NULL; /* t owns it now */
-    t->where = hide_password(t->conn);
+    t->where = kl_db_hide_password(t->conn);
     if (!t->where) goto oom;
     return KL_OK;
 oom:

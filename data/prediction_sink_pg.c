@@ -1,5 +1,6 @@
 /* prediction_sink_pg.c — the prediction sink's PostgreSQL side: libpq, the catalog queries that
  * check the table, and one COPY FROM STDIN per chunk. */
+#include "data/db_text.h" /* libpq messages on one line */
 #include "data/prediction_sink_impl.h"
 
 #include <stdio.h>
@@ -23,22 +24,6 @@ static void sb_add_copy_field(strbuf *b, const char *s) {
     ps_sb_addn(b, run, (size_t)(s - run));
 }
 
-/* A libpq message on one line: its line breaks (and the tabs after them) become one space, and
- * the trailing newline goes. */
-static void one_line(char *s) {
-    char *w = s;
-    for (const char *r = s; *r; r++) {
-        if (*r == '\n' || *r == '\r') {
-            while (r[1] == '\t' || r[1] == ' ' || r[1] == '\n' || r[1] == '\r')
-                r++;
-            if (r[1]) *w++ = ' ';
-            continue;
-        }
-        *w++ = *r;
-    }
-    *w = '\0';
-}
-
 static void pg_quiet(void *arg, const char *message) {
     /* "relation already exists, skipping" and other notices are not the user's business. */
     (void)arg;
@@ -50,7 +35,7 @@ static kl_status pg_err(const kl_prediction_sink *s, PGresult *res, const char *
     char msg[1024];
     snprintf(msg, sizeof msg, "%s",
              res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(s->pg));
-    one_line(msg);
+    kl_db_one_line(msg);
     PQclear(res);
     return kl_seterr(KL_EIO, "%s: %s: %s", s->describe, what, msg);
 }
@@ -77,7 +62,7 @@ kl_status ps_pg_open(kl_prediction_sink *s, const char *conninfo, int resume) {
     if (PQstatus(s->pg) != CONNECTION_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(s->pg));
-        one_line(msg);
+        kl_db_one_line(msg);
         return kl_seterr(KL_EIO, "%s: cannot connect: %s", s->where, msg);
     }
     PQsetNoticeProcessor(s->pg, pg_quiet, NULL);
