@@ -180,3 +180,90 @@ def run_probe(*args, env, check=True, timeout=300):
         raise AssertionError(f"mlflow_probe {' '.join(map(str, args))} exited {p.returncode}:\n"
                              f"{p.stderr}")
     return p
+
+
+# --- a small classifier and `kiln serve`, shared by the serving, client and output tests --------
+
+LABELS = ["red", "green", "blue"]
+FEATURES = 6
+
+
+def write_dataset(path, rows=200, seed=5):
+    """A three-class CSV of FEATURES numeric columns on very different scales (so the bundle's
+    standard transform matters) and a label column; returns the rows as float32."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, FEATURES)) * rng.uniform(0.5, 20, size=FEATURES) + rng.uniform(
+        -5, 5, size=FEATURES
+    )
+    x = np.round(x, 4).astype(np.float32)
+    w = rng.normal(size=(FEATURES, 3))
+    z = ((x - x.mean(0)) / x.std(0)) @ w
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow([f"f{j}" for j in range(FEATURES)] + ["label"])
+        for i in range(rows):
+            out.writerow([f"{v:.4f}" for v in x[i]] + [LABELS[int(np.argmax(z[i]))]])
+    return x
+
+
+def train_classifier(data, out, seed=1, epochs=3):
+    """`kiln train` of a 6-16-3 tanh classifier on a write_dataset CSV into bundle folder out."""
+    cfg = Path(str(out) + ".yaml")
+    cfg.write_text(
+        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: 0.2, "
+        "transform: standard}\n"
+        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
+        "optim: {name: adamw, lr: 0.01}\n"
+        f"train: {{batch_size: 32, epochs: {epochs}, seed: {seed}, threads: 1}}\n"
+        f"output: {out}\n"
+    )
+    run_kiln("train", "--config", cfg)
+    return out
+
+
+def small_bundle(d):
+    """(d, data.csv, its rows, the trained bundle) in folder d: what most serving tests serve."""
+    data = d / "data.csv"
+    x = write_dataset(data)
+    return d, data, x, train_classifier(data, d / "model")
+
+
+class KilnServe:
+    """`kiln serve ARGS...` in its own process on a free loopback gRPC port (self.addr); ready
+    once it prints its banner. models are added as --model NAME=BUNDLE."""
+
+    def __init__(self, *args, models=(), env=None):
+        import subprocess
+
+        self.port = _free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        cmd = [str(KILN), "serve", "--port", str(self.port), *map(str, args)]
+        for m in models:
+            cmd += ["--model", str(m)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.banner = self.proc.stdout.readline()  # printed once the ports are bound
+        if not self.banner.startswith("serving"):
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"kiln serve did not start: {self.banner!r}\n{err}")
+
+    def stop(self, sig=None, timeout=30):
+        """Sends sig (SIGTERM) and waits; returns the exit code. A server that does not stop in
+        time is killed and fails the test."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"kiln serve did not stop on {sig or 'SIGTERM'} within {timeout}s")
+        return self.proc.returncode

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from conftest import mlflow_or_skip, run_kiln
-from test_serving import write_dataset
+from conftest import mlflow_or_skip, run_kiln, write_dataset
 
 
 def train(d, data, name, epochs, lr):

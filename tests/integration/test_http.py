@@ -16,43 +16,22 @@ import http.client
 import json
 import random
 import re
-import signal
 import socket
-import subprocess
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from conftest import KILN, _free_port, run_kiln
+from conftest import FEATURES, KilnServe, _free_port, run_kiln, small_bundle
 
 thttp = pytest.importorskip(
     "tritonclient.http", reason="tritonclient is not installed (pip install 'tritonclient[http]')"
 )
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-LABELS = ["red", "green", "blue"]
-FEATURES = 6
 MODEL = "iris"
 MAX_BODY = 64 << 20  # kl_http_server_defaults().max_body_bytes
-
-
-def write_dataset(path, rows=200, seed=5):
-    """The same tiny three-class CSV as test_serving.py."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, FEATURES)) * rng.uniform(0.5, 20, size=FEATURES) + rng.uniform(
-        -5, 5, size=FEATURES
-    )
-    x = np.round(x, 4).astype(np.float32)
-    w = rng.normal(size=(FEATURES, 3))
-    z = ((x - x.mean(0)) / x.std(0)) @ w
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([f"f{j}" for j in range(FEATURES)] + ["label"])
-        for i in range(rows):
-            out.writerow([f"{v:.4f}" for v in x[i]] + [LABELS[int(np.argmax(z[i]))]])
-    return x
 
 
 def kiln_predict(bundle):
@@ -65,17 +44,11 @@ def kiln_predict(bundle):
     return np.array([[float(v) for v in r[2:]] for r in rows])
 
 
-class HttpServer:
+class HttpServer(KilnServe):
     """`kiln serve` with --http-port, in its own process; the HTTP address from its banner."""
 
     def __init__(self, *models, extra=()):
-        args = [str(KILN), "serve", "--port", str(_free_port()), "--http-port", "0"]
-        for m in models:
-            args += ["--model", m]
-        args += [str(a) for a in extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.banner = self.proc.stdout.readline()
+        super().__init__("--http-port", "0", *extra, models=models)
         m = re.search(r"([0-9.]+):(\d+) \(HTTP", self.banner)
         if not m:
             self.proc.kill()
@@ -94,35 +67,10 @@ class HttpServer:
         finally:
             c.close()
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            raise AssertionError(f"kiln serve did not stop on {sig!r} within {timeout}s")
-        return self.proc.returncode
-
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("http")
-    data = d / "data.csv"
-    x = write_dataset(data)
-    out = d / "model"
-    cfg = d / "cfg.yaml"
-    cfg.write_text(
-        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: 0.2, "
-        "transform: standard}\n"
-        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
-        "optim: {name: adamw, lr: 0.01}\n"
-        "train: {batch_size: 32, epochs: 3, seed: 1, threads: 1}\n"
-        f"output: {out}\n"
-    )
-    run_kiln("train", "--config", cfg)
-    return d, data, x, out
+    return small_bundle(tmp_path_factory.mktemp("http"))
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from conftest import mlflow_or_skip, run_kiln
+from conftest import mlflow_or_skip, run_kiln, write_dataset
 from test_predict_sql import pg  # noqa: F401  (the PostgreSQL server fixture, module scope)
-from test_serving import write_dataset
 
 
 @pytest.fixture(scope="module")

@@ -26,29 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import KILN, _free_port, run_kiln
+from conftest import KILN, _free_port, run_kiln, write_dataset
 
-LABELS = ["red", "green", "blue"]
-FEATURES = 6
 BIG_ROWS = 20000  # the input the interruption tests score
 CHUNK = 250  # their --chunk-rows: 80 chunks
-
-
-def write_dataset(path, rows, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, FEATURES)) * rng.uniform(0.5, 20, size=FEATURES) + rng.uniform(
-        -5, 5, size=FEATURES
-    )
-    w = rng.normal(size=(FEATURES, 3))
-    z = ((x - x.mean(0)) / x.std(0)) @ w
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([f"f{j}" for j in range(FEATURES)] + ["label"])
-        for i in range(rows):
-            out.writerow([f"{v:.4f}" for v in x[i]] + [LABELS[int(np.argmax(z[i]))]])
 
 
 def read_csv_predictions(path):

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, fmnist_or_skip, run_kiln
-from test_serving import write_dataset
+from conftest import REPO, fmnist_or_skip, run_kiln, write_dataset
 
 NO_TRACKING = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import KILN, _free_port, run_kiln
+from conftest import FEATURES, KilnServe, run_kiln, small_bundle
 
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (pip install grpcio)")
 tgrpc = pytest.importorskip(
@@ -24,75 +24,20 @@ tgrpc = pytest.importorskip(
 )
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-LABELS = ["red", "green", "blue"]
-FEATURES = 6
 MODEL = "iris"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
-def write_dataset(path, rows=200, seed=5):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, FEATURES)) * rng.uniform(0.5, 20, size=FEATURES) + rng.uniform(
-        -5, 5, size=FEATURES
-    )
-    x = np.round(x, 4).astype(np.float32)
-    w = rng.normal(size=(FEATURES, 3))
-    z = ((x - x.mean(0)) / x.std(0)) @ w
-    with open(path, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow([f"f{j}" for j in range(FEATURES)] + ["label"])
-        for i in range(rows):
-            out.writerow([f"{v:.4f}" for v in x[i]] + [LABELS[int(np.argmax(z[i]))]])
-    return x
-
-
-class Server:
-    """`kiln serve` in its own process on a free loopback port."""
+class Server(KilnServe):
+    """`kiln serve --model M ...` in its own process on a free loopback port."""
 
     def __init__(self, *models, threads=2, extra=()):
-        self.port = _free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        args = [str(KILN), "serve", "--port", str(self.port), "--threads", str(threads)]
-        for m in models:
-            args += ["--model", m]
-        args += list(extra)
-        args = [str(a) for a in args]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.banner = self.proc.stdout.readline()  # printed once the port is bound
-        if not self.banner.startswith("serving"):
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=30)
-            raise AssertionError(f"kiln serve did not start: {self.banner!r}\n{err}")
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            raise AssertionError(f"kiln serve did not stop on {sig!r} within {timeout}s")
-        return self.proc.returncode
+        super().__init__("--threads", threads, *extra, models=models)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serving")
-    data = d / "data.csv"
-    x = write_dataset(data)
-    out = d / "model"
-    cfg = d / "cfg.yaml"
-    cfg.write_text(
-        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: 0.2, "
-        "transform: standard}\n"
-        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
-        "optim: {name: adamw, lr: 0.01}\n"
-        "train: {batch_size: 32, epochs: 3, seed: 1, threads: 1}\n"
-        f"output: {out}\n"
-    )
-    run_kiln("train", "--config", cfg)
-    return d, data, x, out
+    return small_bundle(tmp_path_factory.mktemp("serving"))
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import KILN, REPO, _free_port, run_kiln
-from test_serving import FEATURES, write_dataset
+from conftest import FEATURES, REPO, KilnServe, run_kiln, train_classifier, write_dataset
 
 tgrpc = pytest.importorskip(
     "tritonclient.grpc", reason="tritonclient is not installed (pip install 'tritonclient[grpc]')"
@@ -33,53 +32,15 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 PERF = REPO / ".venv" / "bin" / "perf_analyzer"  # scripts/setup installs it
 
 
-class Server:
-    """`kiln serve ARGS...` on a free loopback port; ready once it prints its banner."""
-
-    def __init__(self, *args, env=None):
-        self.port = _free_port()
-        self.addr = f"127.0.0.1:{self.port}"
-        cmd = [str(KILN), "serve", "--port", str(self.port), *map(str, args)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        self.banner = self.proc.stdout.readline()
-        if not self.banner.startswith("serving"):
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=30)
-            raise AssertionError(f"kiln serve did not start: {self.banner!r}\n{err}")
-
-    def stop(self, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"kiln serve did not stop within {timeout}s")
-        return self.proc.returncode
-
-
-def train(d, data, seed, out):
-    cfg = d / f"cfg{seed}.yaml"
-    cfg.write_text(
-        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: 0.2, "
-        "transform: standard}\n"
-        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
-        "optim: {name: adamw, lr: 0.01}\n"
-        f"train: {{batch_size: 32, epochs: 2, seed: {seed}, threads: 1}}\n"
-        f"output: {out}\n"
-    )
-    run_kiln("train", "--config", cfg)
-    return out
-
-
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """Two bundles of the same shape with different weights, and some rows."""
     d = tmp_path_factory.mktemp("serving_ops")
     data = d / "data.csv"
     x = write_dataset(data)
-    return train(d, data, 1, d / "a"), train(d, data, 2, d / "b"), x.astype(np.float32)
+    a = train_classifier(data, d / "a", seed=1, epochs=2)
+    b = train_classifier(data, d / "b", seed=2, epochs=2)
+    return a, b, x.astype(np.float32)
 
 
 def infer(client, model, x, version="", request_id=""):
@@ -126,7 +87,7 @@ def test_perf_analyzer_runs_against_kiln(bundles):
     if not PERF.exists():
         pytest.skip(f"perf_analyzer not installed at {PERF} (scripts/setup installs it)")
     a, _, _ = bundles
-    s = Server("--model", f"iris={a}")
+    s = KilnServe("--model", f"iris={a}")
     try:
         p = subprocess.run(
             [str(PERF), "-m", "iris", "-i", "grpc", "-u", s.addr, "--concurrency-range", "4:4",
@@ -146,7 +107,7 @@ def test_repository_swap_under_load(bundles, tmp_path):
     a, b, x = bundles
     repo = tmp_path / "repo"
     shutil.copytree(a, repo / "iris" / "1")
-    s = Server("--repository", str(repo), "--poll-seconds", "0.2")
+    s = KilnServe("--repository", str(repo), "--poll-seconds", "0.2")
     c = tgrpc.InferenceServerClient(s.addr)
     try:
         assert c.is_model_ready("iris", "1")
@@ -201,7 +162,7 @@ def test_canary_share_and_stickiness(bundles, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(a, repo / "iris" / "1")
     shutil.copytree(b, repo / "iris" / "2")
-    s = Server("--repository", str(repo), "--canary", "iris=2:0.3")
+    s = KilnServe("--repository", str(repo), "--canary", "iris=2:0.3")
     c = tgrpc.InferenceServerClient(s.addr)
     try:
         n2 = sum(infer(c, "iris", x[i % 100:i % 100 + 1]).get_response().model_version == "2"
@@ -228,7 +189,7 @@ def test_shadow_answers_from_champion_only(bundles, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(a, repo / "iris" / "1")
     shutil.copytree(b, repo / "iris" / "2")
-    s = Server("--repository", str(repo), "--shadow", "iris=2")
+    s = KilnServe("--repository", str(repo), "--shadow", "iris=2")
     c = tgrpc.InferenceServerClient(s.addr)
     try:
         for i in range(100):
@@ -257,7 +218,7 @@ def test_blue_green_alias_switch(bundles, mlflow_server, tmp_path):
         client.set_terminated(run.info.run_id)
         run_kiln("register", "--run", run.info.run_id, "--name", name, env=env)
     client.set_registered_model_alias(name, "champion", "1")
-    s = Server("--model", f"iris=models:/{name}@champion", "--poll-seconds", "0.3", env=env)
+    s = KilnServe("--model", f"iris=models:/{name}@champion", "--poll-seconds", "0.3", env=env)
     c = tgrpc.InferenceServerClient(s.addr)
     try:
         assert infer(c, "iris", x[:1]).get_response().model_version == "1"
@@ -282,7 +243,7 @@ def test_blue_green_alias_switch(bundles, mlflow_server, tmp_path):
 def test_sigterm_answers_queued_and_in_flight(bundles):
     a, _, x = bundles
     # A long queue delay keeps requests queued in the batcher when SIGTERM arrives.
-    s = Server("--model", f"iris={a}", "--max-queue-delay-us", "300000", "--max-batch", "256")
+    s = KilnServe("--model", f"iris={a}", "--max-queue-delay-us", "300000", "--max-batch", "256")
     c = tgrpc.InferenceServerClient(s.addr)
     results, lock, done = [], threading.Lock(), threading.Event()
 
