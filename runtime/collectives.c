@@ -1,20 +1,28 @@
-/* collectives.c — the none and MPI backends of collectives.h. */
+/* collectives.c — the none and MPI backends of collectives.h: kiln's ring all-reduce and a chain
+ * broadcast over MPI point-to-point messages, every wait bounded and every failure named. */
 #include "runtime/collectives.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #ifdef KILN_HAVE_MPI
 #include <mpi.h>
 #endif
 
 struct kl_comm {
-    kl_comm_backend backend; /* which one */
-    int rank, size;          /* in the job */
-    int local_rank;          /* on this host */
-    int owns_mpi;            /* whether kl_comm_init called MPI_Init (so free finalizes) */
+    kl_comm_backend backend;           /* which one */
+    int rank, size;                    /* in the job */
+    int local_rank;                    /* on this host */
+    int owns_mpi;                      /* kl_comm_init called MPI_Init (so free finalizes) */
+    double timeout_s;                  /* bound on each wait for a peer; <= 0: none */
+    const volatile sig_atomic_t *stop; /* gives up a wait when set, or NULL */
+    int broken;                        /* a collective failed: the job must end */
+    char error[512];                   /* what broke it */
+    void *scratch;                     /* the ring's receive buffer */
+    size_t scratch_bytes;              /* its size */
 };
 
 /* Whether mpirun (OpenMPI, or any PMI launcher) started this process. */
@@ -25,20 +33,163 @@ static int launched_by_mpirun(void) {
     return 0;
 }
 
+void kl_comm_ring_chunk(size_t n, int world, int k, size_t *begin, size_t *end) {
+    *begin = n / (size_t)world * (size_t)k +
+             ((size_t)k < n % (size_t)world ? (size_t)k : n % (size_t)world);
+    *end = *begin + n / (size_t)world + ((size_t)k < n % (size_t)world);
+}
+
+void kl_comm_ring_sum_reference(const float *const *parts, int world, float *out, size_t n) {
+    for (int c = 0; c < world; c++) {
+        size_t b, e;
+        kl_comm_ring_chunk(n, world, c, &b, &e);
+        /* Chunk c starts at rank c and travels right: acc = acc + g_next, world - 1 times. */
+        for (size_t i = b; i < e; i++) {
+            float acc = parts[c][i];
+            for (int s = 1; s < world; s++)
+                acc = acc + parts[(c + s) % world][i];
+            out[i] = acc;
+        }
+    }
+}
+
 #ifdef KILN_HAVE_MPI
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Marks the communicator broken with the error just set, and returns it. */
+static kl_status broke(kl_comm *c, kl_status s) {
+    c->broken = 1;
+    snprintf(c->error, sizeof c->error, "%s", kl_errmsg());
+    return s;
+}
+
 /* An MPI error code as a kiln error naming the call and the rank. */
-static kl_status mpi_fail(const kl_comm *c, const char *call, int code) {
+static kl_status mpi_fail(kl_comm *c, const char *call, int code) {
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     if (MPI_Error_string(code, msg, &len) != MPI_SUCCESS)
         snprintf(msg, sizeof msg, "code %d", code);
-    return kl_seterr(KL_EIO, "%s failed on rank %d of %d: %s", call, c->rank, c->size, msg);
+    return broke(c,
+                 kl_seterr(KL_EIO, "%s failed on rank %d of %d: %s", call, c->rank, c->size, msg));
 }
-#define MPI_TRY(c, call, expr)                                                                     \
-    do {                                                                                           \
-        int mpi_rc_ = (expr);                                                                      \
-        if (mpi_rc_ != MPI_SUCCESS) return mpi_fail((c), (call), mpi_rc_);                         \
-    } while (0)
+
+/* Waits for a receive from rank `from` and a send to rank `to` (either may be
+ * MPI_REQUEST_NULL), spinning briefly and then sleeping, until both complete, MPI reports an
+ * error, the stop flag is raised, or the timeout passes; the error names the silent peer. */
+static kl_status wait_peers(kl_comm *c, MPI_Request req[2], int from, int to, const char *what) {
+    double start = now_s();
+    for (long spins = 0;; spins++) {
+        int done = 0;
+        int rc = MPI_Testall(2, req, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
+        if (done) return KL_OK;
+        if (spins < 2000) continue;
+        double waited = now_s() - start;
+        int cancelled = c->stop && *c->stop;
+        if (cancelled || (c->timeout_s > 0 && waited > c->timeout_s)) {
+            /* Which side is still open names the silent peer. */
+            int recv_done = req[0] == MPI_REQUEST_NULL;
+            if (!recv_done) MPI_Test(&req[0], &recv_done, MPI_STATUS_IGNORE);
+            int recv_pending = !recv_done;
+            if (cancelled)
+                return broke(c, kl_seterr(KL_ECANCELED,
+                                          "%s on rank %d: stopped while waiting for rank %d", what,
+                                          c->rank, recv_pending ? from : to));
+            return broke(c, kl_seterr(KL_EIO,
+                                      "%s: rank %d of %d waited %.0f s for rank %d, which %s "
+                                      "(dead or hung); giving up (train.comm_timeout)",
+                                      what, c->rank, c->size, waited, recv_pending ? from : to,
+                                      recv_pending ? "sent nothing" : "took nothing"));
+        }
+        struct timespec nap = {0, spins < 20000 ? 20000 : 200000};
+        nanosleep(&nap, NULL);
+    }
+}
+
+/* Largest message, in bytes: MPI counts are ints. */
+#define MAX_MSG ((size_t)1 << 30)
+
+/* Sends send[0..sbytes) to rank `to` while receiving rbytes into recv from rank `from`. */
+static kl_status exchange(kl_comm *c, const void *send, size_t sbytes, int to, void *recv,
+                          size_t rbytes, int from, const char *what) {
+    for (size_t off = 0; off < sbytes || off < rbytes; off += MAX_MSG) {
+        MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+        if (recv && off < rbytes) {
+            size_t k = rbytes - off < MAX_MSG ? rbytes - off : MAX_MSG;
+            int rc =
+                MPI_Irecv((char *)recv + off, (int)k, MPI_BYTE, from, 7, MPI_COMM_WORLD, &req[0]);
+            if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
+        }
+        if (send && off < sbytes) {
+            size_t k = sbytes - off < MAX_MSG ? sbytes - off : MAX_MSG;
+            int rc = MPI_Isend((const char *)send + off, (int)k, MPI_BYTE, to, 7, MPI_COMM_WORLD,
+                               &req[1]);
+            if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
+        }
+        KL_TRY(wait_peers(c, req, from, to, what));
+    }
+    return KL_OK;
+}
+
+static kl_status scratch(kl_comm *c, size_t bytes, void **out) {
+    if (bytes > c->scratch_bytes) {
+        void *p = realloc(c->scratch, bytes);
+        if (!p) return kl_seterr(KL_ENOMEM, "collectives: %zu-byte ring buffer", bytes);
+        c->scratch = p;
+        c->scratch_bytes = bytes;
+    }
+    *out = c->scratch;
+    return KL_OK;
+}
+
+/* The ring all-reduce over n elements of `elem` bytes; add(acc, own, k) does own[i] =
+ * acc[i] + own[i] for i < k (the accumulator arriving from the left comes first). */
+static kl_status ring_allreduce(kl_comm *c, void *buf, size_t n, size_t elem,
+                                void (*add)(const void *, void *, size_t)) {
+    int W = c->size, r = c->rank, right = (r + 1) % W, left = (r + W - 1) % W;
+    size_t b, e, biggest = n / (size_t)W + 1;
+    void *tmp = NULL;
+    KL_TRY(scratch(c, biggest * elem, &tmp));
+    char *base = buf;
+    /* Reduce-scatter: at step s rank r passes on chunk r - s and folds chunk r - s - 1 in. */
+    for (int s = 0; s < W - 1; s++) {
+        int send_k = ((r - s) % W + W) % W, recv_k = ((r - s - 1) % W + W) % W;
+        size_t rb, re;
+        kl_comm_ring_chunk(n, W, send_k, &b, &e);
+        kl_comm_ring_chunk(n, W, recv_k, &rb, &re);
+        KL_TRY(exchange(c, base + b * elem, (e - b) * elem, right, tmp, (re - rb) * elem, left,
+                        "all-reduce"));
+        add(tmp, base + rb * elem, re - rb);
+    }
+    /* All-gather: rank r now holds chunk r + 1 whole; pass the finished chunks around. */
+    for (int s = 0; s < W - 1; s++) {
+        int send_k = ((r + 1 - s) % W + W) % W, recv_k = ((r - s) % W + W) % W;
+        size_t rb, re;
+        kl_comm_ring_chunk(n, W, send_k, &b, &e);
+        kl_comm_ring_chunk(n, W, recv_k, &rb, &re);
+        KL_TRY(exchange(c, base + b * elem, (e - b) * elem, right, base + rb * elem,
+                        (re - rb) * elem, left, "all-reduce"));
+    }
+    return KL_OK;
+}
+
+static void add_floats(const void *acc, void *own, size_t k) {
+    const float *a = acc;
+    float *o = own;
+    for (size_t i = 0; i < k; i++)
+        o[i] = a[i] + o[i];
+}
+
+static void add_doubles(const void *acc, void *own, size_t k) {
+    const double *a = acc;
+    double *o = own;
+    for (size_t i = 0; i < k; i++)
+        o[i] = a[i] + o[i];
+}
 #endif
 
 kl_status kl_comm_init(kl_comm **out) {
@@ -46,6 +197,7 @@ kl_status kl_comm_init(kl_comm **out) {
     if (!c) return kl_seterr(KL_ENOMEM, "collectives: out of memory");
     c->backend = KL_COMM_NONE;
     c->size = 1;
+    c->timeout_s = 60;
     if (launched_by_mpirun()) {
 #ifdef KILN_HAVE_MPI
         int inited = 0;
@@ -93,18 +245,29 @@ kl_comm_backend kl_comm_backend_of(const kl_comm *c) {
 const char *kl_comm_backend_name(const kl_comm *c) {
     return c->backend == KL_COMM_MPI ? "mpi" : "none";
 }
+void kl_comm_set_timeout(kl_comm *c, double timeout_s) {
+    c->timeout_s = timeout_s;
+}
+void kl_comm_set_cancel_flag(kl_comm *c, const volatile sig_atomic_t *flag) {
+    c->stop = flag;
+}
+int kl_comm_broken(const kl_comm *c) {
+    return c->broken;
+}
+
+/* Whether a call should go on to MPI: one-process jobs do nothing, a broken job fails. */
+static kl_status usable(const kl_comm *c, int *skip) {
+    *skip = c->backend == KL_COMM_NONE || c->size == 1;
+    if (c->broken) return kl_seterr(KL_EIO, "collectives: the job already failed (%s)", c->error);
+    return KL_OK;
+}
 
 kl_status kl_comm_allreduce_sum(kl_comm *c, float *buf, size_t n) {
-    if (c->backend == KL_COMM_NONE || n == 0) return KL_OK;
+    int skip;
+    KL_TRY(usable(c, &skip));
+    if (skip || n == 0) return KL_OK;
 #ifdef KILN_HAVE_MPI
-    /* MPI counts are ints: large buffers go in chunks. */
-    for (size_t off = 0; off < n;) {
-        int k = n - off > (size_t)INT_MAX ? INT_MAX : (int)(n - off);
-        MPI_TRY(c, "MPI_Allreduce",
-                MPI_Allreduce(MPI_IN_PLACE, buf + off, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
-        off += (size_t)k;
-    }
-    return KL_OK;
+    return ring_allreduce(c, buf, n, sizeof(float), add_floats);
 #else
     (void)buf;
     return kl_seterr(KL_EINTERNAL, "collectives: MPI backend without MPI");
@@ -121,14 +284,14 @@ kl_status kl_comm_allreduce_avg(kl_comm *c, float *buf, size_t n) {
     return KL_OK;
 }
 
-kl_status kl_comm_allreduce_double(kl_comm *c, double *value) {
-    if (c->backend == KL_COMM_NONE) return KL_OK;
+kl_status kl_comm_allreduce_doubles(kl_comm *c, double *buf, size_t n) {
+    int skip;
+    KL_TRY(usable(c, &skip));
+    if (skip || n == 0) return KL_OK;
 #ifdef KILN_HAVE_MPI
-    MPI_TRY(c, "MPI_Allreduce",
-            MPI_Allreduce(MPI_IN_PLACE, value, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-    return KL_OK;
+    return ring_allreduce(c, buf, n, sizeof(double), add_doubles);
 #else
-    (void)value;
+    (void)buf;
     return kl_seterr(KL_EINTERNAL, "collectives: MPI backend without MPI");
 #endif
 }
@@ -136,13 +299,15 @@ kl_status kl_comm_allreduce_double(kl_comm *c, double *value) {
 kl_status kl_comm_broadcast(kl_comm *c, void *buf, size_t bytes, int root) {
     if (root < 0 || root >= c->size)
         return kl_seterr(KL_EINVAL, "broadcast: root %d outside 0..%d", root, c->size - 1);
-    if (c->backend == KL_COMM_NONE || bytes == 0) return KL_OK;
+    int skip;
+    KL_TRY(usable(c, &skip));
+    if (skip || bytes == 0) return KL_OK;
 #ifdef KILN_HAVE_MPI
-    for (size_t off = 0; off < bytes;) {
-        int k = bytes - off > (size_t)INT_MAX ? INT_MAX : (int)(bytes - off);
-        MPI_TRY(c, "MPI_Bcast", MPI_Bcast((char *)buf + off, k, MPI_BYTE, root, MPI_COMM_WORLD));
-        off += (size_t)k;
-    }
+    /* A chain from the root: receive from the left (unless root), pass right (unless last). */
+    int W = c->size, pos = (c->rank - root + W) % W;
+    int left = (c->rank + W - 1) % W, right = (c->rank + 1) % W;
+    if (pos > 0) KL_TRY(exchange(c, NULL, 0, right, buf, bytes, left, "broadcast"));
+    if (pos < W - 1) KL_TRY(exchange(c, buf, bytes, right, NULL, 0, left, "broadcast"));
     return KL_OK;
 #else
     (void)buf;
@@ -151,13 +316,8 @@ kl_status kl_comm_broadcast(kl_comm *c, void *buf, size_t bytes, int root) {
 }
 
 kl_status kl_comm_barrier(kl_comm *c) {
-    if (c->backend == KL_COMM_NONE) return KL_OK;
-#ifdef KILN_HAVE_MPI
-    MPI_TRY(c, "MPI_Barrier", MPI_Barrier(MPI_COMM_WORLD));
-    return KL_OK;
-#else
-    return kl_seterr(KL_EINTERNAL, "collectives: MPI backend without MPI");
-#endif
+    double one = 1;
+    return kl_comm_allreduce_doubles(c, &one, 1);
 }
 
 void kl_comm_free(kl_comm *c) {
@@ -165,7 +325,14 @@ void kl_comm_free(kl_comm *c) {
 #ifdef KILN_HAVE_MPI
     int finalized = 0;
     MPI_Finalized(&finalized);
+    if (c->broken && !finalized) {
+        /* MPI_Finalize would wait for the peer that failed: end the whole job instead. */
+        fprintf(stderr, "kiln: rank %d: %s; ending the job\n", c->rank, c->error);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     if (c->owns_mpi && !finalized) MPI_Finalize();
 #endif
+    free(c->scratch);
     free(c);
 }
