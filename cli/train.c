@@ -8,12 +8,11 @@
 #include "cli/cli.h"
 #include "trainer/train.h"
 
-/* Ctrl-C: finish the step in flight, end the MLflow run as KILLED, exit non-zero. A second
- * Ctrl-C ends the process at once. */
-static void on_sigint(int sig) {
-    (void)sig;
+/* Ctrl-C, or SIGTERM (mpirun ending a job): finish the step in flight, end the MLflow run as
+ * KILLED, exit non-zero. A second signal ends the process at once. */
+static void on_stop_signal(int sig) {
     kl_train_request_stop();
-    signal(SIGINT, SIG_DFL);
+    signal(sig, SIG_DFL);
 }
 
 static void usage(FILE *f) {
@@ -43,10 +42,12 @@ static void usage(FILE *f) {
         "  train.batch_size (256) train.epochs (10) train.max_steps (0) train.seed (42)\n"
         "  train.threads (0 = all cores) train.device (auto|cpu|cuda|cuda:N)\n"
         "  train.patience (0 = off) train.checkpoint_every (0 = off) train.log_every (100)\n"
-        "  train.progress (auto|bar|plain|none)\n"
+        "  train.progress (auto|bar|plain|none) train.comm_timeout (60 s) train.emulate_ranks (1)\n"
         "  tracking.uri (MLFLOW_TRACKING_URI) tracking.experiment (kiln) tracking.run_name\n"
         "  tracking.register tracking.spool_dir tracking.system_interval (10 s)\n"
         "  output (out/model)\n"
+        "\nData parallel: `mpirun -np N kiln train ...` trains on N ranks (one GPU each, by local\n"
+        "rank); train.batch_size is the global batch, split evenly; rank 0 tracks and writes.\n"
         "\nWith a tracking URI every run is recorded in MLflow: params, metrics, datasets,\n"
         "artifacts and the model. If MLflow cannot be reached, records wait in a spool and\n"
         "`kiln tracking sync` sends them later.\n");
@@ -106,12 +107,14 @@ int kl_cmd_train(int argc, char **argv) {
         free(cfg.train_progress);
         cfg.train_progress = strdup("none");
     }
-    signal(SIGINT, on_sigint);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     kl_train_result res;
     if (kl_train_run(&cfg, resume, quiet ? NULL : stderr, &res) != KL_OK) {
         rc = kl_cli_fail("train");
         goto done;
     }
+    if (res.rank != 0) goto done; /* rank 0 reports for a data-parallel job */
     printf("trained %lld steps in %.1fs (%.0f samples/s)%s\n", (long long)res.steps, res.seconds,
            res.samples_per_s, res.stopped_early ? ", stopped early" : "");
     if (!isnan(res.val_loss)) {

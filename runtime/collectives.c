@@ -254,6 +254,11 @@ void kl_comm_set_cancel_flag(kl_comm *c, const volatile sig_atomic_t *flag) {
 int kl_comm_broken(const kl_comm *c) {
     return c->broken;
 }
+void kl_comm_fail(kl_comm *c, const char *why) {
+    if (c->backend == KL_COMM_NONE || c->size == 1 || c->broken) return;
+    c->broken = 1;
+    snprintf(c->error, sizeof c->error, "%s", why);
+}
 
 /* Whether a call should go on to MPI: one-process jobs do nothing, a broken job fails. */
 static kl_status usable(const kl_comm *c, int *skip) {

@@ -72,6 +72,10 @@ void kl_comm_set_cancel_flag(kl_comm *c, const volatile sig_atomic_t *flag);
 /* Whether a failed collective left the communicator unusable. */
 int kl_comm_broken(const kl_comm *c);
 
+/* Marks the job failed on this rank (why: the error), so kl_comm_free ends every rank at once
+ * instead of leaving the others to time out. A no-op in a one-process job. */
+void kl_comm_fail(kl_comm *c, const char *why);
+
 /* Sums parts[0..world) element-wise into out[0..n) in exactly the order the ring all-reduce of
  * `world` ranks uses, so one process can reproduce a data-parallel job bitwise. */
 void kl_comm_ring_sum_reference(const float *const *parts, int world, float *out, size_t n);

@@ -68,6 +68,10 @@ static const key_def keys[] = {
     {"train.progress", K_ENUM, F(train_progress), "auto|bar|plain|none", 0, 0, 0, "progress"},
     {"train.loss_log", K_STR, F(train_loss_log), NULL, 0, 0, 0, "per-step loss CSV"},
     {"train.save_init", K_BOOL, F(train_save_init), NULL, 0, 0, 0, "save initial weights"},
+    {"train.comm_timeout", K_FLOAT, F(train_comm_timeout), NULL, 0, 1e6, 0,
+     "seconds a rank waits for a peer (0 = forever)"},
+    {"train.emulate_ranks", K_INT, F(train_emulate_ranks), NULL, 1, 64, 0,
+     "compute each step as N data-parallel ranks would, in one process"},
     {"tracking.uri", K_STR, F(tracking_uri), NULL, 0, 0, 0, "MLflow tracking URI"},
     {"tracking.experiment", K_STR, F(tracking_experiment), NULL, 0, 0, 0, "experiment"},
     {"tracking.run_name", K_STR, F(tracking_run_name), NULL, 0, 0, 0, "run name"},
@@ -132,6 +136,8 @@ void kl_config_init(kl_train_config *c) {
     c->train_precision = dupstr("fp32");
     c->train_cuda_graph = 1;
     c->train_log_every = 100;
+    c->train_comm_timeout = 60;
+    c->train_emulate_ranks = 1;
     c->train_progress = dupstr("auto");
     c->tracking_experiment = dupstr("kiln");
     c->tracking_system_interval = 10.0;

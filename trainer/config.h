@@ -65,6 +65,8 @@ typedef struct {
     char *train_progress;           /* auto | bar | plain | none */
     char *train_loss_log;           /* CSV file of step,epoch,loss,lr per step (NULL = none) */
     int train_save_init;            /* write <output>/init.safetensors with the initial weights */
+    double train_comm_timeout;      /* seconds a rank waits for a peer (0 = forever) */
+    int64_t train_emulate_ranks;    /* one process computes steps as N ranks would (1 = off) */
     /* tracking (MLflow) */
     char *tracking_uri;        /* MLflow URI; empty: MLFLOW_TRACKING_URI; neither: no tracking */
     char *tracking_experiment; /* experiment name */

@@ -19,6 +19,7 @@
 #include "runtime/model.h"
 #include "runtime/optimizer.h"
 #include "trainer/checkpoint.h"
+#include "trainer/data_parallel.h"
 #include "trainer/progress.h"
 #include "trainer/schedule.h"
 #include "trainer/train_tracking.h"
@@ -47,7 +48,9 @@ typedef struct {
     int graph_ready[KL_MAX_GRAPHS]; /* graph g holds a captured step reading bufs[g] */
     float *best;                    /* best parameters so far (host), for early stopping */
     FILE *loss_log;                 /* per-step loss CSV, or NULL */
-    kl_train_tracking *tracking;    /* the MLflow record, or NULL */
+    kl_train_tracking *tracking;    /* the MLflow record, or NULL (always on ranks but 0) */
+    kl_dp dp;                       /* the job's ranks and the gradient all-reduce */
+    int lead;                       /* rank 0: talks to MLflow, writes checkpoints and bundle */
     char ckpt_path[4096];           /* <output>.ckpt, beside the bundle (kept out of it) */
     char arch[128];                 /* architecture string checked on resume */
 } run_state;
@@ -100,8 +103,14 @@ static kl_status evaluate(run_state *r, const kl_dataset *ds, double *loss, doub
      * crossing into the staging buffers reused below. */
     kl_status s = m->ops->sync(m->ops_ctx);
     batch_buf *st = &r->bufs[0];
-    for (int64_t r0 = 0; r0 < ds->n && !s; r0 += B) {
-        int n = (int)(ds->n - r0 < B ? ds->n - r0 : B);
+    /* Across ranks each evaluates its share of the rows and the sums are all-reduced. */
+    int64_t lo = 0, hi = ds->n;
+    if (!r->dp.emulated && r->dp.world > 1) {
+        lo = ds->n * r->dp.rank / r->dp.world;
+        hi = ds->n * (r->dp.rank + 1) / r->dp.world;
+    }
+    for (int64_t r0 = lo; r0 < hi && !s; r0 += B) {
+        int n = (int)(hi - r0 < B ? hi - r0 : B);
         const float *x = ds->x + r0 * D;
         const int32_t *y = ds->y ? ds->y + r0 : NULL;
         const float *t = ds->t ? ds->t + r0 : NULL;
@@ -135,6 +144,12 @@ static kl_status evaluate(run_state *r, const kl_dataset *ds, double *loss, doub
     }
     free(probs_host);
     if (s) return s;
+    if (!r->dp.emulated && r->dp.world > 1) {
+        double sums[2] = {loss_sum, (double)correct};
+        KL_TRY(kl_dp_sum(&r->dp, sums, 2));
+        loss_sum = sums[0];
+        correct = (int64_t)sums[1];
+    }
     *loss = ds->n ? loss_sum / ds->n : NAN;
     *acc = cls && ds->n ? (double)correct / ds->n : NAN;
     return KL_OK;
@@ -306,16 +321,47 @@ static void fetch(run_state *r, int slot, int cls) {
         ops->copy_in(r->model.ops_ctx, slot, b->dt, b->t, n * sizeof(float));
 }
 
-/* forward, loss, backward, update: the ops of one step (enqueued; nothing waits). */
+/* forward, loss, backward over one shard's rows: its gradients in m->grads, scaled so that the
+ * shards' sum is the gradient of the global batch's mean loss (enqueued; nothing waits). */
+static kl_status shard_grads(run_state *r, const float *x, const int32_t *y, const float *t,
+                             int rows, uint64_t seed) {
+    kl_mlp *m = &r->model;
+    KL_TRY(kl_mlp_forward(m, x, rows, 1, seed));
+    KL_TRY(kl_mlp_loss(m, rows, y, t, 1.0f / ((float)rows * (float)r->dp.shards), 1, NULL));
+    return kl_mlp_backward(m, x, rows, seed);
+}
+
+/* train.emulate_ranks: after shard 0 (the trainer's own batch), the other shards' gradients in
+ * turn, each kept for the ring-order sum. */
+static kl_status emulate_other_shards(run_state *r, int cls, uint64_t seed) {
+    kl_mlp *m = &r->model;
+    kl_dp *dp = &r->dp;
+    size_t bytes = (size_t)m->n_params * sizeof(float);
+    KL_TRY(kl_mlp_sync_loss(m, &dp->shard_loss[0]));
+    memcpy(dp->parts[0], m->grads, bytes);
+    for (int k = 1; k < dp->shards; k++) {
+        int rows = (int)kl_loader_next(&dp->others[k], dp->x, cls ? dp->y : NULL,
+                                       cls ? NULL : dp->t, NULL);
+        if (rows <= 0) return kl_seterr(KL_EINTERNAL, "emulated shard %d ran out of rows", k);
+        KL_TRY(shard_grads(r, dp->x, cls ? dp->y : NULL, cls ? NULL : dp->t, rows,
+                           kl_dp_shard_seed(dp, seed, k)));
+        KL_TRY(kl_mlp_sync_loss(m, &dp->shard_loss[k]));
+        memcpy(dp->parts[k], m->grads, bytes);
+    }
+    return KL_OK;
+}
+
+/* forward, loss, backward, gradient all-reduce, update: the ops of one step (enqueued; in a
+ * one-rank job nothing waits). */
 static kl_status step_body(run_state *r, const batch_buf *b, int cls, uint64_t seed, double lr) {
     kl_mlp *m = &r->model;
     int dev = m->dev.kind != KL_DEV_CPU;
     const float *x = dev ? b->dx : b->x;
     const int32_t *y = cls ? (dev ? b->dy : b->y) : NULL;
     const float *t = cls ? NULL : (dev ? b->dt : b->t);
-    KL_TRY(kl_mlp_forward(m, x, b->rows, 1, seed));
-    KL_TRY(kl_mlp_loss(m, b->rows, y, t, 1.0f / (float)b->rows, 1, NULL));
-    KL_TRY(kl_mlp_backward(m, x, b->rows, seed));
+    KL_TRY(shard_grads(r, x, y, t, b->rows, kl_dp_shard_seed(&r->dp, seed, r->dp.rank)));
+    if (r->dp.emulated) KL_TRY(emulate_other_shards(r, cls, seed));
+    KL_TRY(kl_dp_reduce_grads(&r->dp, m));
     return kl_optimizer_step(&r->opt, m, lr, NULL);
 }
 
@@ -374,11 +420,39 @@ static kl_status restore_checkpoint(run_state *r, int64_t *step, int64_t *epoch,
     return s;
 }
 
+/* Every rank starts from rank 0's state: its initial weights or the checkpoint it resumed
+ * (parameters, optimizer state, position in the data, early-stopping record), so only rank 0
+ * needs the checkpoint file. */
+static kl_status share_start(run_state *r, int64_t *step, int64_t *epoch, int64_t *batch_in_epoch,
+                             double *best_val, int64_t *bad_epochs, int64_t *best_epoch) {
+    if (r->dp.world == 1) return KL_OK;
+    struct {
+        int64_t step, epoch, batch_in_epoch, bad_epochs, best_epoch, optimizer_t;
+        double best_val;
+    } h = {*step, *epoch, *batch_in_epoch, *bad_epochs, *best_epoch, r->opt.t, *best_val};
+    KL_TRY(kl_dp_broadcast(&r->dp, &h, sizeof h));
+    *step = h.step;
+    *epoch = h.epoch;
+    *batch_in_epoch = h.batch_in_epoch;
+    *bad_epochs = h.bad_epochs;
+    *best_epoch = h.best_epoch;
+    *best_val = h.best_val;
+    r->opt.t = h.optimizer_t;
+    kl_mlp *m = &r->model;
+    KL_TRY(kl_dp_broadcast_floats(&r->dp, m->dev, m->params, m->n_params));
+    KL_TRY(kl_dp_broadcast_floats(&r->dp, m->dev, r->opt.state, kl_optimizer_state_len(&r->opt)));
+    if (r->best) KL_TRY(kl_dp_broadcast(&r->dp, r->best, (size_t)m->n_params * sizeof(float)));
+    return KL_OK;
+}
+
 static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) {
     const kl_train_config *cfg = r->cfg;
     kl_cpu_set_threads((int)cfg->train_threads);
     kl_device dev;
-    KL_TRY(kl_device_resolve(cfg->train_device, log == NULL, &dev));
+    char dev_text[64];
+    KL_TRY(
+        kl_device_resolve(kl_dp_device_text(&r->dp, cfg->train_device, dev_text, sizeof dev_text),
+                          log == NULL, &dev));
 
     kl_data_config dc;
     fill_data_config(cfg, &dc);
@@ -389,12 +463,14 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
 
     kl_mlp_spec spec;
     KL_TRY(build_spec(cfg, d, &spec));
-    int B = (int)cfg->train_batch_size;
+    int B = kl_dp_shard_batch(&r->dp, cfg); /* this rank's share of the global batch */
     kl_precision prec = KL_PREC_FP32;
     if (kl_precision_parse(cfg->train_precision, &prec))
         return kl_seterr(KL_EINVAL, "train.precision: unknown \"%s\"", cfg->train_precision);
     KL_TRY(kl_mlp_create(&r->model, &spec, dev, B, prec));
-    r->use_graphs = cfg->train_cuda_graph && r->model.ops->capture_begin != NULL;
+    /* A step with an all-reduce in the middle runs op by op. */
+    r->use_graphs =
+        cfg->train_cuda_graph && r->model.ops->capture_begin != NULL && r->dp.shards == 1;
     kl_mlp *m = &r->model;
     KL_TRY(kl_mlp_init_params(m, (uint64_t)cfg->train_seed));
     char layers[96];
@@ -413,8 +489,9 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
     };
     KL_TRY(kl_optimizer_create(&r->opt, &os, m));
     KL_TRY(alloc_batches(r, B, d->n_features));
-    kl_loader_opts lo = {.batch_size = B, .seed = (uint64_t)cfg->train_seed};
+    kl_loader_opts lo = kl_dp_loader_opts(&r->dp, cfg, r->dp.rank);
     KL_TRY(kl_loader_init(&r->loader, &d->train, &lo));
+    KL_TRY(kl_dp_emulation_init(&r->dp, cfg, &d->train, m->n_params));
 
     int64_t steps_per_epoch = kl_loader_batches_per_epoch(&r->loader);
     int64_t total = steps_per_epoch * cfg->train_epochs;
@@ -428,11 +505,11 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
     };
     int early = cfg->train_patience > 0 && d->val.n > 0;
     if (early) {
-        r->best = malloc((size_t)m->n_params * sizeof(float));
+        r->best = calloc((size_t)m->n_params, sizeof(float));
         if (!r->best) return kl_seterr(KL_ENOMEM, "best-parameter copy");
     }
-    KL_TRY(kl_file_mkdirs(cfg->output));
-    if (cfg->train_save_init) KL_TRY(save_init(r));
+    if (r->lead) KL_TRY(kl_file_mkdirs(cfg->output));
+    if (r->lead && cfg->train_save_init) KL_TRY(save_init(r));
     /* Beside the bundle, not in it: the bundle directory is what gets registered and served. */
     size_t olen = strlen(cfg->output);
     while (olen > 1 && cfg->output[olen - 1] == '/')
@@ -441,7 +518,7 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
 
     int64_t step = 0, start_epoch = 0, skip_batches = 0, bad_epochs = 0, best_epoch = -1;
     double best_val = INFINITY;
-    if (resume) {
+    if (resume && r->lead) {
         FILE *probe = fopen(r->ckpt_path, "rb");
         if (probe) {
             fclose(probe);
@@ -455,6 +532,7 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
             fprintf(log, "no checkpoint at %s; starting from scratch\n", r->ckpt_path);
         }
     }
+    KL_TRY(share_start(r, &step, &start_epoch, &skip_batches, &best_val, &bad_epochs, &best_epoch));
     if (log) {
         char dn[32];
         fprintf(log,
@@ -462,19 +540,30 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
                 "%lld steps\n",
                 r->arch, (long long)m->n_params, kl_device_name(dev, dn, sizeof dn),
                 (long long)d->train.n, (long long)d->val.n, (long long)d->test.n, (long long)total);
+        if (r->dp.shards > 1)
+            fprintf(log,
+                    "data parallel: %d %s (%s), global batch %lld = %d x %d rows; gradients "
+                    "all-reduced in a fixed order\n",
+                    r->dp.shards, r->dp.emulated ? "emulated ranks" : "ranks",
+                    r->dp.emulated ? "one process" : kl_comm_backend_name(r->dp.comm),
+                    (long long)cfg->train_batch_size, r->dp.shards, B);
     }
 
-    if (cfg->train_loss_log) {
+    if (cfg->train_loss_log && r->lead) {
         r->loss_log = fopen(cfg->train_loss_log, step > 0 ? "a" : "w");
         if (!r->loss_log)
             return kl_seterr(KL_EIO, "train.loss_log: cannot create \"%s\"", cfg->train_loss_log);
         if (step == 0) fprintf(r->loss_log, "step,epoch,loss,lr\n");
     }
 
-    {
-        char dn[32];
-        KL_TRY(kl_train_tracking_begin(cfg, kl_device_name(dev, dn, sizeof dn), d, total,
-                                       &r->tracking));
+    if (r->lead) {
+        char dn[32], where[64];
+        kl_device_name(dev, dn, sizeof dn);
+        if (r->dp.world > 1)
+            snprintf(where, sizeof where, "%s, %d ranks", dn, r->dp.world);
+        else
+            snprintf(where, sizeof where, "%s", dn);
+        KL_TRY(kl_train_tracking_begin(cfg, where, d, total, &r->tracking));
     }
     kl_progress prog;
     kl_progress_start(&prog, log ? kl_progress_parse(cfg->train_progress, log) : KL_PROGRESS_NONE,
@@ -490,6 +579,10 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
     for (; epoch < cfg->train_epochs && !stop; epoch++) {
         KL_TRY(kl_loader_start_epoch(&r->loader, epoch));
         kl_loader_skip(&r->loader, skip_batches);
+        for (int k = 1; r->dp.emulated && k < r->dp.shards; k++) {
+            KL_TRY(kl_loader_start_epoch(&r->dp.others[k], epoch));
+            kl_loader_skip(&r->dp.others[k], skip_batches);
+        }
         int64_t batch_in_epoch = skip_batches;
         skip_batches = 0;
         double loss_sum = 0;
@@ -500,13 +593,14 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
             if (stop_requested)
                 return kl_seterr(KL_ECANCELED, "stopped at step %lld (interrupted)",
                                  (long long)step);
-            int rows = r->bufs[cur].rows;
+            int rows = r->bufs[cur].rows * r->dp.shards; /* the global batch's rows */
             double t_step = kl_now();
             double lr = kl_schedule_lr(&r->sched, step);
             KL_TRY(run_step(r, cur, cls, step_seed((uint64_t)cfg->train_seed, step), lr));
             fetch(r, cur ^ 1, cls); /* the next batch moves while this step computes */
             double loss;
             KL_TRY(kl_mlp_sync_loss(m, &loss));
+            KL_TRY(kl_dp_mean_loss(&r->dp, &loss));
             if (!isfinite(loss))
                 return kl_seterr(KL_EINVAL,
                                  "training diverged at step %lld (loss %g); lower optim.lr or set "
@@ -523,7 +617,8 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
             step++;
             batch_in_epoch++;
             cur ^= 1;
-            if (cfg->train_checkpoint_every > 0 && step % cfg->train_checkpoint_every == 0)
+            if (r->lead && cfg->train_checkpoint_every > 0 &&
+                step % cfg->train_checkpoint_every == 0)
                 KL_TRY(save_checkpoint(r, step, epoch, batch_in_epoch, best_val, bad_epochs,
                                        best_epoch));
             if (step >= total) {
@@ -566,7 +661,7 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
     res->val_loss = res->val_accuracy = res->test_loss = res->test_accuracy = NAN;
     if (d->val.n > 0) KL_TRY(evaluate(r, &d->val, &res->val_loss, &res->val_accuracy));
     if (d->test.n > 0) KL_TRY(evaluate(r, &d->test, &res->test_loss, &res->test_accuracy));
-    return save_bundle(r, res);
+    return r->lead ? save_bundle(r, res) : KL_OK;
 }
 
 kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_train_result *res) {
@@ -575,7 +670,21 @@ kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_tra
     run_state r;
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
-    kl_status s = run(&r, resume, log, res);
+    kl_status s = kl_dp_init(&r.dp, cfg, &stop_requested);
+    if (s) {
+        kl_dp_free(&r.dp);
+        return s;
+    }
+    r.lead = r.dp.rank == 0;
+    res->rank = r.dp.rank;
+    res->world_size = r.dp.world;
+    if (!r.lead) log = NULL; /* rank 0 speaks for the job; the others report only errors */
+    s = run(&r, resume, log, res);
+    if (s && r.dp.world > 1) {
+        /* Name this rank in its error, and end the job now rather than at the peers' timeout. */
+        if (!kl_comm_broken(r.dp.comm)) kl_preferr(s, "rank %d of %d", r.dp.rank, r.dp.world);
+        kl_dp_fail(&r.dp);
+    }
     if (r.tracking) {
         /* The run's end in MLflow: finished with its model, failed, or stopped by the user. */
         const char *status = s == KL_OK ? "FINISHED" : s == KL_ECANCELED ? "KILLED" : "FAILED";
@@ -587,5 +696,9 @@ kl_status kl_train_run(const kl_train_config *cfg, int resume, FILE *log, kl_tra
         kl_seterr(s, "%s", msg); /* keep the training error, not tracking's */
     }
     run_free(&r);
+    char msg[2048];
+    snprintf(msg, sizeof msg, "%s", kl_errmsg());
+    kl_dp_free(&r.dp); /* under MPI: the job's end (MPI_Finalize, or MPI_Abort after a failure) */
+    if (s) kl_seterr(s, "%s", msg);
     return s;
 }

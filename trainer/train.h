@@ -21,6 +21,7 @@ typedef struct {
     double seconds;       /* wall time of the training loop */
     char data_digest[80]; /* training data digest */
     char run_id[64];      /* the MLflow run ("" without tracking, or while it is spooled) */
+    int rank, world_size; /* this process in a data-parallel job (0, 1 alone) */
 } kl_train_result;
 
 /* Runs training as configured. resume: continue from <output>.ckpt if present.
