@@ -95,15 +95,17 @@ static kl_status wait_peers(kl_comm *c, MPI_Request req[2], int from, int to, co
             int recv_done = req[0] == MPI_REQUEST_NULL;
             if (!recv_done) MPI_Test(&req[0], &recv_done, MPI_STATUS_IGNORE);
             int recv_pending = !recv_done;
+            int peer = recv_pending ? from : to;
             if (cancelled)
                 return broke(c, kl_seterr(KL_ECANCELED,
-                                          "%s on rank %d: stopped while waiting for rank %d", what,
-                                          c->rank, recv_pending ? from : to));
+                                          "%s: rank %d of %d was stopped by a signal while "
+                                          "waiting for rank %d",
+                                          what, c->rank, c->size, peer));
             return broke(c, kl_seterr(KL_EIO,
-                                      "%s: rank %d of %d waited %.0f s for rank %d, which %s "
-                                      "(dead or hung); giving up (train.comm_timeout)",
-                                      what, c->rank, c->size, waited, recv_pending ? from : to,
-                                      recv_pending ? "sent nothing" : "took nothing"));
+                                      "%s: rank %d of %d waited %.0f s for rank %d, which %s: "
+                                      "rank %d is dead or hung",
+                                      what, c->rank, c->size, waited, peer,
+                                      recv_pending ? "sent nothing" : "took nothing", peer));
         }
         struct timespec nap = {0, spins < 20000 ? 20000 : 200000};
         nanosleep(&nap, NULL);
@@ -332,7 +334,7 @@ void kl_comm_free(kl_comm *c) {
     MPI_Finalized(&finalized);
     if (c->broken && !finalized) {
         /* MPI_Finalize would wait for the peer that failed: end the whole job instead. */
-        fprintf(stderr, "kiln: rank %d: %s; ending the job\n", c->rank, c->error);
+        fprintf(stderr, "kiln: %s; ending the job\n", c->error);
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
