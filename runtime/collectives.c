@@ -23,6 +23,10 @@ struct kl_comm {
     char error[512];                   /* what broke it */
     void *scratch;                     /* the ring's receive buffer */
     size_t scratch_bytes;              /* its size */
+#ifdef KILN_HAVE_MPI
+    MPI_Request *reqs; /* one exchange's segment requests */
+    size_t n_reqs;     /* their capacity */
+#endif
 };
 
 /* Whether mpirun (OpenMPI, or any PMI launcher) started this process. */
@@ -77,64 +81,75 @@ static kl_status mpi_fail(kl_comm *c, const char *call, int code) {
                  kl_seterr(KL_EIO, "%s failed on rank %d of %d: %s", call, c->rank, c->size, msg));
 }
 
-/* Waits for a receive from rank `from` and a send to rank `to` (either may be
- * MPI_REQUEST_NULL), spinning briefly and then sleeping, until both complete, MPI reports an
- * error, the stop flag is raised, or the timeout passes; the error names the silent peer. */
-static kl_status wait_peers(kl_comm *c, MPI_Request req[2], int from, int to, const char *what) {
+/* Waits until reqs[0..n) complete, spinning for 10 ms and then sleeping, or until MPI reports an
+ * error, the stop flag is raised, or the timeout passes; `peer` is the rank they involve, named
+ * in the error with what it failed to do ("sent nothing" / "took nothing"). */
+static kl_status wait_reqs(kl_comm *c, MPI_Request *reqs, int n, int peer, const char *failed,
+                           const char *what) {
     double start = now_s();
     for (long spins = 0;; spins++) {
         int done = 0;
-        int rc = MPI_Testall(2, req, &done, MPI_STATUSES_IGNORE);
+        int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
         if (done) return KL_OK;
-        if (spins < 2000) continue;
+        if (spins % 256) continue; /* polling drives MPI's progress: keep it tight */
         double waited = now_s() - start;
-        int cancelled = c->stop && *c->stop;
-        if (cancelled || (c->timeout_s > 0 && waited > c->timeout_s)) {
-            /* Which side is still open names the silent peer. */
-            int recv_done = req[0] == MPI_REQUEST_NULL;
-            if (!recv_done) MPI_Test(&req[0], &recv_done, MPI_STATUS_IGNORE);
-            int recv_pending = !recv_done;
-            int peer = recv_pending ? from : to;
-            if (cancelled)
-                return broke(c, kl_seterr(KL_ECANCELED,
-                                          "%s: rank %d of %d was stopped by a signal while "
-                                          "waiting for rank %d",
-                                          what, c->rank, c->size, peer));
+        if (waited < 0.01) continue;
+        if (c->stop && *c->stop)
+            return broke(c, kl_seterr(KL_ECANCELED,
+                                      "%s: rank %d of %d was stopped by a signal while waiting for "
+                                      "rank %d",
+                                      what, c->rank, c->size, peer));
+        if (c->timeout_s > 0 && waited > c->timeout_s)
             return broke(c, kl_seterr(KL_EIO,
                                       "%s: rank %d of %d waited %.0f s for rank %d, which %s: "
                                       "rank %d is dead or hung",
-                                      what, c->rank, c->size, waited, peer,
-                                      recv_pending ? "sent nothing" : "took nothing", peer));
-        }
-        struct timespec nap = {0, spins < 20000 ? 20000 : 200000};
+                                      what, c->rank, c->size, waited, peer, failed, peer));
+        /* A peer this late is busy elsewhere (evaluating, writing a checkpoint): poll gently. */
+        struct timespec nap = {0, waited < 1 ? 50000 : 1000000};
         nanosleep(&nap, NULL);
     }
 }
 
-/* Largest message, in bytes: MPI counts are ints. */
-#define MAX_MSG ((size_t)1 << 30)
+/* Segment size of the ring's messages: segments are all posted at once, and each received one
+ * is reduced while the next ones travel. */
+#define SEGMENT ((size_t)256 << 10)
 
-/* Sends send[0..sbytes) to rank `to` while receiving rbytes into recv from rank `from`. */
+/* Called on each received segment [off, off + len) of an exchange, in order. */
+typedef void (*fold_fn)(kl_comm *c, void *arg, size_t off, size_t len);
+
+/* Sends send[0..sbytes) to rank `to` while receiving rbytes into recv from rank `from`, in
+ * segments; fold (may be NULL) takes each received segment as soon as it lands. */
 static kl_status exchange(kl_comm *c, const void *send, size_t sbytes, int to, void *recv,
-                          size_t rbytes, int from, const char *what) {
-    for (size_t off = 0; off < sbytes || off < rbytes; off += MAX_MSG) {
-        MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
-        if (recv && off < rbytes) {
-            size_t k = rbytes - off < MAX_MSG ? rbytes - off : MAX_MSG;
-            int rc =
-                MPI_Irecv((char *)recv + off, (int)k, MPI_BYTE, from, 7, MPI_COMM_WORLD, &req[0]);
-            if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
-        }
-        if (send && off < sbytes) {
-            size_t k = sbytes - off < MAX_MSG ? sbytes - off : MAX_MSG;
-            int rc = MPI_Isend((const char *)send + off, (int)k, MPI_BYTE, to, 7, MPI_COMM_WORLD,
-                               &req[1]);
-            if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
-        }
-        KL_TRY(wait_peers(c, req, from, to, what));
+                          size_t rbytes, int from, const char *what, fold_fn fold, void *arg) {
+    size_t nr = recv ? (rbytes + SEGMENT - 1) / SEGMENT : 0;
+    size_t nsend = send ? (sbytes + SEGMENT - 1) / SEGMENT : 0;
+    if (nr + nsend > c->n_reqs) {
+        MPI_Request *p = realloc(c->reqs, (nr + nsend) * sizeof *p);
+        if (!p) return kl_seterr(KL_ENOMEM, "collectives: %zu requests", nr + nsend);
+        c->reqs = p;
+        c->n_reqs = nr + nsend;
     }
-    return KL_OK;
+    MPI_Request *rreq = c->reqs, *sreq = c->reqs + nr;
+    for (size_t i = 0; i < nr + nsend; i++)
+        c->reqs[i] = MPI_REQUEST_NULL;
+    for (size_t i = 0; i < nr; i++) {
+        size_t off = i * SEGMENT, k = rbytes - off < SEGMENT ? rbytes - off : SEGMENT;
+        int rc = MPI_Irecv((char *)recv + off, (int)k, MPI_BYTE, from, 7, MPI_COMM_WORLD, &rreq[i]);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
+    }
+    for (size_t i = 0; i < nsend; i++) {
+        size_t off = i * SEGMENT, k = sbytes - off < SEGMENT ? sbytes - off : SEGMENT;
+        int rc =
+            MPI_Isend((const char *)send + off, (int)k, MPI_BYTE, to, 7, MPI_COMM_WORLD, &sreq[i]);
+        if (rc != MPI_SUCCESS) return mpi_fail(c, what, rc);
+    }
+    for (size_t i = 0; i < nr; i++) {
+        KL_TRY(wait_reqs(c, &rreq[i], 1, from, "sent nothing", what));
+        size_t off = i * SEGMENT;
+        if (fold) fold(c, arg, off, rbytes - off < SEGMENT ? rbytes - off : SEGMENT);
+    }
+    return wait_reqs(c, sreq, (int)nsend, to, "took nothing", what);
 }
 
 static kl_status scratch(kl_comm *c, size_t bytes, void **out) {
@@ -146,6 +161,20 @@ static kl_status scratch(kl_comm *c, size_t bytes, void **out) {
     }
     *out = c->scratch;
     return KL_OK;
+}
+
+/* One reduce-scatter step's folding: own[i] = acc[i] + own[i] over a received segment. */
+typedef struct {
+    const char *acc; /* the received partial sums */
+    char *own;       /* this rank's chunk, updated in place */
+    size_t elem;     /* bytes per element */
+    void (*add)(const void *acc, void *own, size_t k);
+} fold_args;
+
+static void fold_add(kl_comm *c, void *arg, size_t off, size_t len) {
+    (void)c;
+    fold_args *f = arg;
+    f->add(f->acc + off, f->own + off, len / f->elem);
 }
 
 /* The ring all-reduce over n elements of `elem` bytes; add(acc, own, k) does own[i] =
@@ -163,9 +192,9 @@ static kl_status ring_allreduce(kl_comm *c, void *buf, size_t n, size_t elem,
         size_t rb, re;
         kl_comm_ring_chunk(n, W, send_k, &b, &e);
         kl_comm_ring_chunk(n, W, recv_k, &rb, &re);
+        fold_args f = {tmp, base + rb * elem, elem, add};
         KL_TRY(exchange(c, base + b * elem, (e - b) * elem, right, tmp, (re - rb) * elem, left,
-                        "all-reduce"));
-        add(tmp, base + rb * elem, re - rb);
+                        "all-reduce", fold_add, &f));
     }
     /* All-gather: rank r now holds chunk r + 1 whole; pass the finished chunks around. */
     for (int s = 0; s < W - 1; s++) {
@@ -174,7 +203,7 @@ static kl_status ring_allreduce(kl_comm *c, void *buf, size_t n, size_t elem,
         kl_comm_ring_chunk(n, W, send_k, &b, &e);
         kl_comm_ring_chunk(n, W, recv_k, &rb, &re);
         KL_TRY(exchange(c, base + b * elem, (e - b) * elem, right, base + rb * elem,
-                        (re - rb) * elem, left, "all-reduce"));
+                        (re - rb) * elem, left, "all-reduce", NULL, NULL));
     }
     return KL_OK;
 }
@@ -313,8 +342,8 @@ kl_status kl_comm_broadcast(kl_comm *c, void *buf, size_t bytes, int root) {
     /* A chain from the root: receive from the left (unless root), pass right (unless last). */
     int W = c->size, pos = (c->rank - root + W) % W;
     int left = (c->rank + W - 1) % W, right = (c->rank + 1) % W;
-    if (pos > 0) KL_TRY(exchange(c, NULL, 0, right, buf, bytes, left, "broadcast"));
-    if (pos < W - 1) KL_TRY(exchange(c, buf, bytes, right, NULL, 0, left, "broadcast"));
+    if (pos > 0) KL_TRY(exchange(c, NULL, 0, right, buf, bytes, left, "broadcast", NULL, NULL));
+    if (pos < W - 1) KL_TRY(exchange(c, buf, bytes, right, NULL, 0, left, "broadcast", NULL, NULL));
     return KL_OK;
 #else
     (void)buf;
@@ -339,6 +368,9 @@ void kl_comm_free(kl_comm *c) {
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
     if (c->owns_mpi && !finalized) MPI_Finalize();
+#endif
+#ifdef KILN_HAVE_MPI
+    free(c->reqs);
 #endif
     free(c->scratch);
     free(c);
