@@ -43,6 +43,7 @@ static void usage(FILE *f) {
         "  train.threads (0 = all cores) train.device (auto|cpu|cuda|cuda:N)\n"
         "  train.patience (0 = off) train.checkpoint_every (0 = off) train.log_every (100)\n"
         "  train.progress (auto|bar|plain|none) train.comm_timeout (60 s) train.emulate_ranks (1)\n"
+        "  train.gpu_collectives (auto|nccl|host)\n"
         "  tracking.uri (MLFLOW_TRACKING_URI) tracking.experiment (kiln) tracking.run_name\n"
         "  tracking.register tracking.spool_dir tracking.system_interval (10 s)\n"
         "  output (out/model)\n"

@@ -65,3 +65,51 @@ kl_status kl_cuda_ctx_create(int device, kl_precision precision, void **ctx) {
 void kl_cuda_ctx_free(void *ctx) {
     (void)ctx;
 }
+
+/* ---- NCCL ----------------------------------------------------------------------------------- */
+
+static kl_status no_nccl(void) {
+    return kl_seterr(KL_EUNSUPPORTED,
+                     "this kiln was built without CUDA (NCCL needs the CUDA backend)");
+}
+
+kl_status kl_nccl_unique_id(unsigned char id[KL_NCCL_ID_BYTES]) {
+    (void)id;
+    return no_nccl();
+}
+
+kl_status kl_nccl_init(int device, int nranks, int rank, const unsigned char id[KL_NCCL_ID_BYTES],
+                       double timeout_s, void **out) {
+    (void)device;
+    (void)nranks;
+    (void)rank;
+    (void)id;
+    (void)timeout_s;
+    *out = NULL;
+    return no_nccl();
+}
+
+kl_status kl_nccl_allreduce_sum(void *nccl, void *cuda_ctx, float *buf, size_t n,
+                                double timeout_s) {
+    (void)nccl;
+    (void)cuda_ctx;
+    (void)buf;
+    (void)n;
+    (void)timeout_s;
+    return no_nccl();
+}
+
+kl_status kl_nccl_broadcast(void *nccl, void *cuda_ctx, void *buf, size_t bytes, int root,
+                            double timeout_s) {
+    (void)nccl;
+    (void)cuda_ctx;
+    (void)buf;
+    (void)bytes;
+    (void)root;
+    (void)timeout_s;
+    return no_nccl();
+}
+
+void kl_nccl_free(void *nccl) {
+    (void)nccl;
+}

@@ -72,6 +72,8 @@ static const key_def keys[] = {
      "seconds a rank waits for a peer (0 = forever)"},
     {"train.emulate_ranks", K_INT, F(train_emulate_ranks), NULL, 1, 64, 0,
      "compute each step as N data-parallel ranks would, in one process"},
+    {"train.gpu_collectives", K_ENUM, F(train_gpu_collectives), "auto|nccl|host", 0, 0, 0,
+     "GPU all-reduce: NCCL across ranks (auto), always (nccl), or via host memory"},
     {"tracking.uri", K_STR, F(tracking_uri), NULL, 0, 0, 0, "MLflow tracking URI"},
     {"tracking.experiment", K_STR, F(tracking_experiment), NULL, 0, 0, 0, "experiment"},
     {"tracking.run_name", K_STR, F(tracking_run_name), NULL, 0, 0, 0, "run name"},
@@ -138,6 +140,7 @@ void kl_config_init(kl_train_config *c) {
     c->train_log_every = 100;
     c->train_comm_timeout = 60;
     c->train_emulate_ranks = 1;
+    c->train_gpu_collectives = dupstr("auto");
     c->train_progress = dupstr("auto");
     c->tracking_experiment = dupstr("kiln");
     c->tracking_system_interval = 10.0;

@@ -67,6 +67,7 @@ typedef struct {
     int train_save_init;            /* write <output>/init.safetensors with the initial weights */
     double train_comm_timeout;      /* seconds a rank waits for a peer (0 = forever) */
     int64_t train_emulate_ranks;    /* one process computes steps as N ranks would (1 = off) */
+    char *train_gpu_collectives;    /* auto | nccl | host: how a GPU job all-reduces */
     /* tracking (MLflow) */
     char *tracking_uri;        /* MLflow URI; empty: MLFLOW_TRACKING_URI; neither: no tracking */
     char *tracking_experiment; /* experiment name */

@@ -11,6 +11,7 @@
 
 kl_status kl_dp_init(kl_dp *dp, const kl_train_config *cfg, const volatile sig_atomic_t *stop) {
     memset(dp, 0, sizeof *dp);
+    dp->timeout_s = cfg->train_comm_timeout;
     KL_TRY(kl_comm_init(&dp->comm));
     kl_comm_set_timeout(dp->comm, cfg->train_comm_timeout);
     kl_comm_set_cancel_flag(dp->comm, stop);
@@ -34,6 +35,31 @@ kl_status kl_dp_init(kl_dp *dp, const kl_train_config *cfg, const volatile sig_a
                          "train.batch_size %lld (the global batch) does not split over %d ranks; "
                          "use a multiple of %d",
                          (long long)cfg->train_batch_size, dp->shards, dp->shards);
+    return KL_OK;
+}
+
+kl_status kl_dp_attach_device(kl_dp *dp, const kl_train_config *cfg, const kl_mlp *m) {
+    const char *mode = cfg->train_gpu_collectives;
+    if (m->dev.kind == KL_DEV_CPU) {
+        if (!strcmp(mode, "nccl"))
+            return kl_seterr(KL_EINVAL, "train.gpu_collectives=nccl needs a GPU (training on cpu)");
+        return KL_OK;
+    }
+    if (!strcmp(mode, "host") || (!strcmp(mode, "auto") && dp->world == 1)) return KL_OK;
+    unsigned char id[KL_NCCL_ID_BYTES];
+    memset(id, 0, sizeof id);
+    kl_status s = dp->rank == 0 ? kl_nccl_unique_id(id) : KL_OK;
+    if (s && !strcmp(mode, "auto")) {
+        /* Built without NCCL: say so once and take the host path (every rank fails alike). */
+        if (dp->rank == 0)
+            fprintf(stderr, "kiln: notice: %s; GPU gradients go through host memory\n",
+                    kl_errmsg());
+        return KL_OK;
+    }
+    KL_TRY(s);
+    KL_TRY(kl_dp_broadcast(dp, id, sizeof id));
+    KL_TRY(kl_nccl_init(m->dev.index, dp->world, dp->rank, id, dp->timeout_s, &dp->nccl));
+    dp->cuda_ctx = m->ops_ctx;
     return KL_OK;
 }
 
@@ -92,6 +118,7 @@ kl_status kl_dp_reduce_grads(kl_dp *dp, kl_mlp *m) {
         kl_comm_ring_sum_reference((const float *const *)dp->parts, dp->shards, m->grads, n);
         return KL_OK;
     }
+    if (dp->nccl) return kl_nccl_allreduce_sum(dp->nccl, dp->cuda_ctx, m->grads, n, dp->timeout_s);
     if (dp->world == 1) return KL_OK;
     if (m->dev.kind == KL_DEV_CPU) return kl_comm_allreduce_sum(dp->comm, m->grads, n);
     /* A GPU job without NCCL: through host memory. */
@@ -127,8 +154,10 @@ kl_status kl_dp_broadcast(kl_dp *dp, void *buf, size_t bytes) {
 }
 
 kl_status kl_dp_broadcast_floats(kl_dp *dp, kl_device dev, float *buf, int64_t n) {
-    if (dp->world == 1 || n == 0) return KL_OK;
     size_t bytes = (size_t)n * sizeof(float);
+    if (dp->nccl && n > 0)
+        return kl_nccl_broadcast(dp->nccl, dp->cuda_ctx, buf, bytes, 0, dp->timeout_s);
+    if (dp->world == 1 || n == 0) return KL_OK;
     if (dev.kind == KL_DEV_CPU) return kl_comm_broadcast(dp->comm, buf, bytes, 0);
     float *host = malloc(bytes);
     if (!host) return kl_seterr(KL_ENOMEM, "host copy for a broadcast");
@@ -152,6 +181,7 @@ void kl_dp_free(kl_dp *dp) {
     free(dp->y);
     free(dp->t);
     free(dp->host_grads);
+    kl_nccl_free(dp->nccl);
     kl_comm_free(dp->comm);
     memset(dp, 0, sizeof *dp);
 }

@@ -33,6 +33,9 @@ typedef struct {
     int shards;        /* gradient shards per step: world, or emulate_ranks in one process */
     int emulated;      /* 1: one process computes all shards (train.emulate_ranks) */
     float *host_grads; /* off the CPU without NCCL: the gradients' trip through host memory */
+    void *nccl;        /* the NCCL communicator of a GPU job (kernels/cuda_api.h), or NULL */
+    void *cuda_ctx;    /* the model's CUDA context, whose stream NCCL's calls join */
+    double timeout_s;  /* train.comm_timeout */
     /* Emulation only: the other shards' loaders, batch buffers, and each shard's gradients. */
     kl_loader others[KL_DP_MAX_EMULATED];
     float *x, *t;
@@ -47,6 +50,12 @@ kl_status kl_dp_init(kl_dp *dp, const kl_train_config *cfg, const volatile sig_a
 
 /* The rows each shard takes per step (train.batch_size / shards). */
 int kl_dp_shard_batch(const kl_dp *dp, const kl_train_config *cfg);
+
+/* GPU collectives (train.gpu_collectives): NCCL for a multi-rank GPU job when built with it
+ * (auto), or always (nccl: also a one-rank job, to exercise it), or never (host: gradients go
+ * through host memory and MPI). Call once the model exists; a no-op on the CPU. The NCCL id is
+ * made by rank 0 and broadcast over MPI. */
+kl_status kl_dp_attach_device(kl_dp *dp, const kl_train_config *cfg, const kl_mlp *m);
 
 /* The device this rank trains on: "cuda"/"auto" take the GPU of the local rank. */
 const char *kl_dp_device_text(const kl_dp *dp, const char *configured, char *buf, int cap);

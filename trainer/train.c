@@ -468,9 +468,10 @@ static kl_status run(run_state *r, int resume, FILE *log, kl_train_result *res) 
     if (kl_precision_parse(cfg->train_precision, &prec))
         return kl_seterr(KL_EINVAL, "train.precision: unknown \"%s\"", cfg->train_precision);
     KL_TRY(kl_mlp_create(&r->model, &spec, dev, B, prec));
+    KL_TRY(kl_dp_attach_device(&r->dp, cfg, &r->model));
     /* A step with an all-reduce in the middle runs op by op. */
-    r->use_graphs =
-        cfg->train_cuda_graph && r->model.ops->capture_begin != NULL && r->dp.shards == 1;
+    r->use_graphs = cfg->train_cuda_graph && r->model.ops->capture_begin != NULL &&
+                    r->dp.shards == 1 && !r->dp.nccl;
     kl_mlp *m = &r->model;
     KL_TRY(kl_mlp_init_params(m, (uint64_t)cfg->train_seed));
     char layers[96];

@@ -1,7 +1,8 @@
 /* test_cuda_ops.c — every CUDA op against its CPU twin on the same random inputs at several
  * shapes (printing the worst absolute and relative error against the tolerance), a captured
  * step graph against the same step run op by op, and GPU training against CPU training from
- * the same weights. Without a GPU the whole test reports "skipped" to ctest (exit 77). */
+ * the same weights, and NCCL on one rank. Without a GPU the whole test reports "skipped" to
+ * ctest (exit 77). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -393,6 +395,62 @@ static void test_gpu_training_tracks_cpu(void **state) {
     kl_mlp_free(&c), kl_mlp_free(&g);
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* NCCL on one rank: a job of one joins at once, its all-reduce sum leaves the buffer as it was
+ * (bit for bit) and its broadcast from rank 0 too; bad arguments are refused without touching
+ * the communicator. Skipped when the build has no NCCL. */
+static void test_nccl_one_rank(void **state) {
+    (void)state;
+    unsigned char id[KL_NCCL_ID_BYTES];
+    kl_status s = kl_nccl_unique_id(id);
+    if (s == KL_EUNSUPPORTED) {
+        printf("  nccl: SKIPPED: %s\n", kl_errmsg());
+        skip();
+    }
+    if (s != KL_OK) fail_msg("kl_nccl_unique_id: %s", kl_errmsg());
+    void *comm = NULL;
+    assert_int_equal(kl_nccl_init(0, 1, 1, id, 30, &comm), KL_EINVAL);
+    assert_null(comm);
+    double t0 = now_s();
+    if (kl_nccl_init(0, 1, 0, id, 30, &comm) != KL_OK) fail_msg("kl_nccl_init: %s", kl_errmsg());
+    printf("  nccl: one-rank communicator joined in %.3f s\n", now_s() - t0);
+
+    const int64_t n = (1 << 20) + 3; /* not a multiple of any chunk size */
+    float *x = frand(n, 21, 1);
+    float *d = dev(x, sizeof(float) * n);
+    t0 = now_s();
+    if (kl_nccl_allreduce_sum(comm, ctx, d, (size_t)n, 30) != KL_OK)
+        fail_msg("kl_nccl_allreduce_sum: %s", kl_errmsg());
+    double dt = now_s() - t0;
+    assert_int_equal(kl_nccl_allreduce_sum(comm, ctx, d, 0, 30), KL_OK);
+    float *g = back(d, n);
+    compare("nccl all-reduce sum, 1 rank (exact)", g, x, n, 0, 0);
+    printf("  nccl: all-reduce of %lld floats took %.3f ms (first call)\n", (long long)n, dt * 1e3);
+
+    unsigned char bytes[1000], got[1000];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (unsigned char)(i * 7 + 3);
+    void *db = dev(bytes, sizeof bytes);
+    if (kl_nccl_broadcast(comm, ctx, db, sizeof bytes, 0, 30) != KL_OK)
+        fail_msg("kl_nccl_broadcast: %s", kl_errmsg());
+    assert_int_equal(kl_nccl_broadcast(comm, ctx, db, sizeof bytes, 1, 30), KL_EINVAL);
+    assert_int_equal(kl_cuda_memcpy(0, got, db, sizeof got, 0), KL_OK);
+    assert_memory_equal(got, bytes, sizeof bytes);
+    printf("  nccl: broadcast of %zu bytes from rank 0: equal\n", sizeof bytes);
+
+    /* Still usable after the refused call. */
+    if (kl_nccl_allreduce_sum(comm, ctx, d, (size_t)n, 30) != KL_OK)
+        fail_msg("kl_nccl_allreduce_sum (again): %s", kl_errmsg());
+    kl_nccl_free(comm);
+    kl_nccl_free(NULL);
+    free(x), free(g), kl_cuda_free(0, d), kl_cuda_free(0, db);
+}
+
 int main(void) {
     int n = kl_cuda_device_count();
     if (n <= 0) {
@@ -415,7 +473,11 @@ int main(void) {
         cmocka_unit_test(test_elementwise_and_optimizers),
         cmocka_unit_test(test_step_graph_matches_eager),
         cmocka_unit_test(test_gpu_training_tracks_cpu),
+        cmocka_unit_test(test_nccl_one_rank),
     };
+    /* KILN_TEST_FILTER="*nccl*" runs only the matching tests (scripts/gpu-check's nccl stage). */
+    const char *only = getenv("KILN_TEST_FILTER");
+    if (only && *only) cmocka_set_test_filter(only);
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     kl_cuda_ctx_free(ctx), kl_cuda_ctx_free(ctx_tf), kl_cuda_ctx_free(ctx_bf);
     return failed ? 1 : 0;
