@@ -3,7 +3,8 @@
  *
  * Determinism: initialisation, the split, each epoch's shuffle and each step's dropout mask are
  * all functions of train.seed and the step, and every op reduces in a fixed order; so the same
- * config, data and thread count give bitwise-identical weights, resumed or not. */
+ * config, data and thread count give bitwise-identical weights, resumed or not — and, data
+ * parallel under mpirun (trainer/data_parallel.h), the same number of ranks too. */
 #include "trainer/train.h"
 
 #include <cjson/cJSON.h>
