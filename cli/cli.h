@@ -23,6 +23,8 @@ int kl_cmd_gates(int argc, char **argv);
 int kl_cmd_pipeline(int argc, char **argv);
 int kl_cmd_infer(int argc, char **argv);
 int kl_cmd_loadgen(int argc, char **argv);
+int kl_cmd_monitor(int argc, char **argv);
+int kl_cmd_feedback(int argc, char **argv);
 
 /* Prints "kiln <what>: <message>" to stderr from the thread's kl_errmsg and returns 1. */
 int kl_cli_fail(const char *what);

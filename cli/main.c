@@ -27,6 +27,8 @@ static const command commands[] = {
     {"serve", kl_cmd_serve, "serve models over gRPC + HTTP, Open Inference Protocol (--model N=B)"},
     {"infer", kl_cmd_infer, "score a file on an inference server (--url H:P --model N --input F)"},
     {"loadgen", kl_cmd_loadgen, "closed-loop load on an inference server (--url H:P --model N)"},
+    {"monitor", kl_cmd_monitor, "drift of logged predictions (report --log FILE --model BUNDLE)"},
+    {"feedback", kl_cmd_feedback, "send true labels by request id to a server (FILE --url URL)"},
 };
 
 static void usage(FILE *f) {

@@ -10,10 +10,11 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "kernels/ops.h"           /* kl_cpu_set_threads */
-#include "serving/grpc_server.h"   /* the gRPC front end */
-#include "serving/http_server.h"   /* the HTTP front end */
-#include "serving/model_manager.h" /* the models, batchers and traffic */
+#include "kernels/ops.h"            /* kl_cpu_set_threads */
+#include "serving/grpc_server.h"    /* the gRPC front end */
+#include "serving/http_server.h"    /* the HTTP front end */
+#include "monitor/prediction_log.h" /* --prediction-log and feedback */
+#include "serving/model_manager.h"  /* the models, batchers and traffic */
 
 static void usage(FILE *f) {
     fprintf(
@@ -30,6 +31,10 @@ static void usage(FILE *f) {
         "                  [--device cpu|auto|cuda] [--cpu-threads 1] [--max-message-mb 64]\n"
         "                  [--tls-cert FILE --tls-key FILE [--tls-ca FILE]\n"
         "                   [--require-client-cert]]\n"
+        "                  [--prediction-log DIR|sqlite:PATH|postgresql://URI\n"
+        "                   [--prediction-log-sample 1] [--prediction-log-queue-kb 65536]\n"
+        "                   [--prediction-log-file-kb 65536] [--prediction-log-files 10]\n"
+        "                   [--feedback-join-rows 100000] [--accuracy-window 1000]]\n"
         "\n"
         "Serves classification bundles over gRPC, speaking the Open Inference Protocol\n"
         "(inference.GRPCInferenceService, as Triton does: tritonclient and perf_analyzer work\n"
@@ -51,6 +56,22 @@ static void usage(FILE *f) {
         "Batching: requests queue per version and run in batches of up to --max-batch rows;\n"
         "an instance takes what queued while it was busy (waiting up to --max-queue-delay-us\n"
         "for more). --cpu-threads sets each instance's BLAS/OpenMP threads (default 1).\n"
+        "Prediction log: --prediction-log writes each answered request (request id, model,\n"
+        "version, input rows as sent, outputs as answered) as JSON lines to rotating files\n"
+        "DIR/predictions-NNNNNN.jsonl (a new file past --prediction-log-file-kb, the newest\n"
+        "--prediction-log-files kept), or to a table (sqlite:PATH or postgresql://URI, with\n"
+        "?table=NAME, default prediction_log). --prediction-log-sample logs that share of the\n"
+        "requests, chosen by a hash of the request id. Writing is asynchronous: a request\n"
+        "never waits for it; when the queue (--prediction-log-queue-kb) is full, records are\n"
+        "dropped and counted (kiln_prediction_log_dropped_total). Requests without an id get\n"
+        "one from the server (echoed in the response's id). On a clean stop every accepted\n"
+        "record is written.\n"
+        "Feedback: true labels by request id, as the infer request's parameter \"labels\" (one\n"
+        "per row: a JSON array, a string \"3,7\", or an integer for one row), POST\n"
+        "/v2/models/NAME/feedback {\"request_id\":\"r1\",\"labels\":[3,7]} (or a list) on the\n"
+        "HTTP port, or `kiln feedback FILE`. Labels join the last --feedback-join-rows predicted\n"
+        "rows and give kiln_live_accuracy{model,version,window} over the last\n"
+        "--accuracy-window labelled rows and since start (window=\"all\").\n"
         "SIGTERM or SIGINT stops it cleanly.\n");
 }
 
@@ -103,6 +124,22 @@ static long long nonneg(const char *s) {
     return end == s || *end || errno || v < 0 ? -1 : v;
 }
 
+/* The model manager's observer: each answered request to the prediction log. */
+static void log_prediction(void *ctx, const kl_oip_request *req, const kl_infer_result *res) {
+    kl_prediction p = {.request_id = req->id,
+                       .model = req->model_name,
+                       .version = res->version ? res->version : "",
+                       .inputs = req->rows,
+                       .rows = req->batch,
+                       .n_features = req->n_features,
+                       .outputs = res->probs,
+                       .n_outputs = res->n_classes,
+                       .classes = res->classes,
+                       .labels = req->labels};
+    if (p.request_id && p.model && p.outputs && res->batch == req->batch)
+        kl_prediction_log_record(ctx, &p);
+}
+
 typedef struct {
     const char *name;       /* model */
     const char *challenger; /* its challenger */
@@ -114,6 +151,7 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_grpc_server_opts opts = kl_grpc_server_defaults();
     kl_http_server_opts ho = kl_http_server_defaults();
     kl_model_manager_opts mo = kl_model_manager_defaults();
+    kl_prediction_log_opts lo = kl_prediction_log_defaults();
     const char **models = calloc((size_t)argc, sizeof *models);
     traffic_arg *traffic = calloc((size_t)argc, sizeof *traffic);
     char **owned = calloc((size_t)argc, sizeof *owned);
@@ -218,6 +256,27 @@ int kl_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--instances")) {
             mo.batch.instances = (int)n;
             bad = n < 1 || n > 64;
+        } else if (!strcmp(a, "--prediction-log")) {
+            lo.dest = v;
+        } else if (!strcmp(a, "--prediction-log-sample")) {
+            char *end;
+            lo.sample = strtod(v, &end);
+            bad = *end || !(lo.sample >= 0 && lo.sample <= 1);
+        } else if (!strcmp(a, "--prediction-log-queue-kb")) {
+            lo.queue_bytes = (size_t)n << 10;
+            bad = n < 1 || n > (16LL << 20);
+        } else if (!strcmp(a, "--prediction-log-file-kb")) {
+            lo.max_file_bytes = (uint64_t)n << 10;
+            bad = n < 1;
+        } else if (!strcmp(a, "--prediction-log-files")) {
+            lo.max_files = (int)n;
+            bad = n < 1 || n > 1000000;
+        } else if (!strcmp(a, "--feedback-join-rows")) {
+            lo.join_rows = (size_t)n;
+            bad = n < 1 || n > 100000000;
+        } else if (!strcmp(a, "--accuracy-window")) {
+            lo.accuracy_window = (int)n;
+            bad = n < 1 || n > 10000000;
         } else if (!strcmp(a, "--device")) {
             mo.device = v;
         } else if (!strcmp(a, "--tls-cert")) {
@@ -258,8 +317,13 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_model_manager *mgr = NULL;
     kl_grpc_server *grpc = NULL;
     kl_http_server *http = NULL;
+    kl_prediction_log *plog = NULL;
     int port = 0, hport = 0;
     if (kl_model_manager_create(&mo, &mgr) != KL_OK) goto fail;
+    if (lo.dest) {
+        if (kl_prediction_log_create(&lo, kl_model_manager_metrics(mgr), &plog) != KL_OK) goto fail;
+        if (kl_model_manager_observe(mgr, log_prediction, plog, 1) != KL_OK) goto fail;
+    }
     for (int i = 0; i < n_models; i++)
         if (kl_model_manager_add(mgr, models[i]) != KL_OK) goto fail;
     for (int i = 0; i < n_traffic; i++)
@@ -271,6 +335,7 @@ int kl_cmd_serve(int argc, char **argv) {
     if (http_port >= 0) {
         ho.host = opts.host;
         ho.port = http_port;
+        ho.prediction_log = plog;
         if (kl_http_server_start(&ho, mgr, &http, &hport) != KL_OK) goto fail;
     }
     printf("serving %zu model(s) on %s:%d (gRPC)", kl_model_manager_count(mgr), opts.host, port);
@@ -295,6 +360,9 @@ fail:
 cleanup:
     kl_grpc_server_stop(grpc);
     kl_http_server_stop(http);
+    /* The front ends have answered every request, so no observer call is running: the log
+     * writes what it holds, then the manager (whose registry holds the log's metrics) goes. */
+    kl_prediction_log_free(plog);
     kl_model_manager_free(mgr);
 done:
     for (int i = 0; i < n_owned; i++)

@@ -119,9 +119,9 @@ static kl_status set_table(target *t, const char *name, size_t n) {
     return KL_OK;
 }
 
-static kl_status parse_target(const char *s, target *t) {
+static kl_status parse_target(const char *s, const char *default_table, target *t) {
     memset(t, 0, sizeof *t);
-    strcpy(t->table, DEFAULT_TABLE);
+    snprintf(t->table, sizeof t->table, "%s", default_table);
     const char *q = strchr(s, '?');
     size_t base_len = q ? (size_t)(q - s) : strlen(s);
     strbuf conn = {0};
@@ -198,6 +198,24 @@ fail:
     free(conn.p);
     target_free(t);
     return KL_EINVAL;
+}
+
+kl_status kl_db_target_parse(const char *s, const char *default_table, kl_db_target *out) {
+    memset(out, 0, sizeof *out);
+    target t;
+    KL_TRY(parse_target(s, default_table, &t));
+    out->postgres = t.kind == SINK_PG;
+    out->conn = t.conn;
+    out->where = t.where;
+    snprintf(out->table, sizeof out->table, "%s", t.table);
+    return KL_OK;
+}
+
+void kl_db_target_free(kl_db_target *t) {
+    if (!t) return;
+    free(t->conn);
+    free(t->where);
+    memset(t, 0, sizeof *t);
 }
 
 /* --- columns --------------------------------------------------------------------------------- */
@@ -400,7 +418,7 @@ kl_status kl_prediction_sink_open(const kl_prediction_sink_config *cfg, kl_predi
         return kl_seterr(KL_EINVAL, "prediction sink: target, model, digest and class names "
                                     "are required");
     target t;
-    KL_TRY(parse_target(cfg->target, &t));
+    KL_TRY(parse_target(cfg->target, DEFAULT_TABLE, &t));
     kl_prediction_sink *s = calloc(1, sizeof *s);
     if (!s) {
         target_free(&t);

@@ -47,6 +47,20 @@ typedef struct {
  * kl_prediction_sink_open then refuses by name). */
 int kl_prediction_sink_is_target(const char *output);
 
+/* A database target parsed (the same syntax, shared with the serving prediction log). */
+typedef struct {
+    int postgres;   /* 1: PostgreSQL (conn is a libpq URI); 0: SQLite (conn is a file path) */
+    char *conn;     /* what to open: the SQLite path, or the URI less kiln's table=, owned */
+    char *where;    /* the target for messages, password hidden, owned */
+    char table[64]; /* the table: table=NAME, else default_table */
+} kl_db_target;
+
+/* Parses "sqlite:PATH[?table=T]" or "postgresql://...[?table=T&libpq options]" into *out (free
+ * with kl_db_target_free); default_table must be an SQL identifier. KL_EINVAL names the
+ * problem; KL_EUNSUPPORTED for another scheme. */
+kl_status kl_db_target_parse(const char *s, const char *default_table, kl_db_target *out);
+void kl_db_target_free(kl_db_target *t);
+
 /* Parses the target, connects (or opens / creates the SQLite file), creates the table if it is
  * missing, checks an existing one has exactly the expected columns with row_index as primary key,
  * and reads the resume point: when the table holds rows, they must all carry this input digest

@@ -27,6 +27,7 @@ void kl_prepared_data_free(kl_prepared_data *p) {
     free(p->shift);
     free(p->scale);
     free(p->encoder_json);
+    kl_reference_free(&p->reference);
     memset(p, 0, sizeof *p);
 }
 
@@ -205,6 +206,10 @@ kl_status kl_data_prepare(const kl_data_config *cfg, kl_prepared_data *out) {
     kl_transform_kind kind = KL_TRANSFORM_NONE;
     if (!s) s = kl_transform_parse(cfg->transform ? cfg->transform : "none", &kind);
     if (!s) s = kl_transform_fit(kind, &out->train, &out->shift, &out->scale);
+    /* Before the transform: drift compares what clients send with what training saw. */
+    if (!s)
+        s = kl_reference_fit(out->train.x, out->train.n, (int)out->train.d, out->train.y,
+                             out->train.n_classes, &out->reference);
     if (s) {
         kl_prepared_data_free(out);
         return s;

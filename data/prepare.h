@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "data/dataset.h"
+#include "data/reference.h" /* kl_reference: the training split's profile for drift */
 
 typedef struct {
     const char *format;       /* "idx" or "csv" */
@@ -41,12 +42,17 @@ typedef struct {
     char *encoder_json;   /* the fitted encoder as JSON text, owned */
     char digest[80];      /* digest of the training file's data after `limit`, "sha256:..." */
     char test_digest[80]; /* digest of the test file's data after `limit`, "" if no test */
+    /* The reference profile: the training split's features (before the transform) and class
+     * prior, owned; the trainer adds the prediction prior before writing the bundle. */
+    kl_reference reference;
 } kl_prepared_data;
 
 /* Reads, validates, encodes, splits and transforms the data the config names. The encoder's
- * imputation statistics and the transform are fitted on the training split only. Errors in the
- * config name the key ("data.transform: ..."); errors in a file name the file and the line or
- * byte offset. On failure out is left empty. Free with kl_prepared_data_free. */
+ * imputation statistics and the transform are fitted on the training split only, and so is
+ * the reference profile (data/reference.h), on the encoded values before the transform: the
+ * values a client sends. Errors in the config name the key ("data.transform: ..."); errors in a
+ * file name the file and the line or byte offset. On failure out is left empty. Free with
+ * kl_prepared_data_free. */
 kl_status kl_data_prepare(const kl_data_config *cfg, kl_prepared_data *out);
 
 /* Frees everything p owns and zeroes it. */

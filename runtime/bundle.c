@@ -116,11 +116,14 @@ static int add(cJSON *obj, const char *key, cJSON *item) {
 
 static kl_status kiln_json_render(const kl_bundle *b, char **text) {
     const kl_mlp_spec *s = &b->spec;
-    cJSON *encoder = NULL, *training = NULL;
+    cJSON *encoder = NULL, *training = NULL, *reference = NULL;
     KL_TRY(embedded(b->encoder_json, "encoder_json", &encoder));
     kl_status st = embedded(b->training_json, "training_json", &training);
+    if (st == KL_OK && b->reference_json)
+        st = embedded(b->reference_json, "reference_json", &reference);
     if (st != KL_OK) {
         cJSON_Delete(encoder);
+        cJSON_Delete(training);
         return st;
     }
     int affine = strcmp(b->transform, "none") != 0;
@@ -134,6 +137,7 @@ static kl_status kiln_json_render(const kl_bundle *b, char **text) {
         cJSON_Delete(root);
         cJSON_Delete(encoder);
         cJSON_Delete(training);
+        cJSON_Delete(reference);
         return kl_seterr(KL_ENOMEM, "out of memory rendering kiln.json");
     }
     ok = add(arch, "layers", cJSON_CreateIntArray(s->dims, s->n_layers + 1)) && ok;
@@ -144,6 +148,7 @@ static kl_status kiln_json_render(const kl_bundle *b, char **text) {
         cJSON_Delete(root);
         cJSON_Delete(encoder);
         cJSON_Delete(training);
+        cJSON_Delete(reference);
         return kl_seterr(KL_ENOMEM, "out of memory rendering kiln.json");
     }
     ok = add(pre, "transform", cJSON_CreateString(b->transform)) && ok;
@@ -161,6 +166,8 @@ static kl_status kiln_json_render(const kl_bundle *b, char **text) {
          ok;
     ok = add(root, "training_data_digest", cJSON_CreateString(b->data_digest)) && ok;
     ok = add(root, "training", training) && ok;
+    /* Absent rather than null when there is none, as in bundles older than the profile. */
+    if (reference) ok = add(root, "reference", reference) && ok;
     char *out = ok ? cJSON_Print(root) : NULL;
     cJSON_Delete(root);
     if (!out) return kl_seterr(KL_ENOMEM, "out of memory rendering kiln.json");
@@ -347,7 +354,19 @@ static kl_status kiln_json_parse(const char *text, size_t len, kl_bundle *b) {
             s = type_error("training", "an object or null");
             goto done;
         }
-        if (!(b->training_json = cJSON_PrintUnformatted(training)))
+        if (!(b->training_json = cJSON_PrintUnformatted(training))) {
+            s = kl_seterr(KL_ENOMEM, "out of memory");
+            goto done;
+        }
+    }
+    /* Optional: bundles written before the reference profile have none. monitor/ checks it. */
+    const cJSON *reference = cJSON_GetObjectItemCaseSensitive(root, "reference");
+    if (reference && !cJSON_IsNull(reference)) {
+        if (!cJSON_IsObject(reference)) {
+            s = type_error("reference", "an object or null");
+            goto done;
+        }
+        if (!(b->reference_json = cJSON_PrintUnformatted(reference)))
             s = kl_seterr(KL_ENOMEM, "out of memory");
     }
 done:
@@ -528,6 +547,7 @@ void kl_bundle_free(kl_bundle *b) {
     free_strings(b->label_names, b->n_labels);
     free(b->encoder_json);
     free(b->training_json);
+    free(b->reference_json);
     memset(b, 0, sizeof *b);
 }
 

@@ -2,10 +2,12 @@
  *
  *   MLmodel            MLflow's YAML model format, flavor "kiln", with the input/output signature
  *   model.safetensors  the weights (fc1.weight [out,in], fc1.bias [out], ...), float32
- *   kiln.json          architecture, preprocessing, label names, training-data digest
+ *   kiln.json          architecture, preprocessing, label names, training-data digest, and
+ *                      the reference profile of the training data used for drift
  *
  * runtime/ knows the affine input transform (x - shift) * scale; the data encoder (how CSV
- * columns become features) is carried as opaque JSON that data/ validates and applies.
+ * columns become features) and the reference profile (data/reference.h, read by monitor/) are
+ * carried as opaque JSON that their owners validate and apply.
  */
 #ifndef KL_BUNDLE_H
 #define KL_BUNDLE_H
@@ -31,6 +33,7 @@ typedef struct {
     char data_digest[80]; /* "sha256:<hex>" of the training data, or "" */
     char *encoder_json;   /* data/'s encoder as JSON text, or NULL, owned */
     char *training_json;  /* free-form training summary (config, metrics) as JSON, or NULL */
+    char *reference_json; /* kiln.json "reference" as JSON text, or NULL (older bundles), owned */
 } kl_bundle;
 
 /* Writes dir/MLmodel, dir/model.safetensors, dir/kiln.json (creating dir if needed). */

@@ -271,9 +271,14 @@ static void add(kl_stat_duration *d, uint64_t count, uint64_t ns) {
 static void answer_expired(kl_batcher *bt, job *expired, uint64_t now) {
     char msg[320];
     uint64_t n = 0, ns = 0;
-    job *j = expired;
-    while (j) {
-        job *next = j->next;
+    for (job *j = expired; j; j = j->next) {
+        n++;
+        ns += now - j->enq_ns;
+    }
+    pthread_mutex_lock(&bt->mu); /* counted before the answers go out, as in run_batch */
+    add(&bt->fail, n, ns);
+    pthread_mutex_unlock(&bt->mu);
+    for (job *j = expired; j; j = j->next) {
         snprintf(msg, sizeof msg,
                  "model \"%s\" version %s: request timed out after %.3f ms in the queue", bt->model,
                  bt->version, (double)(now - j->enq_ns) / 1e6);
@@ -284,12 +289,8 @@ static void answer_expired(kl_batcher *bt, job *expired, uint64_t now) {
         res.version = bt->version;
         j->done(j->user, &j->req, &res);
         kl_oip_request_free(&j->req);
-        n++;
-        ns += now - j->enq_ns;
-        j = next;
     }
     pthread_mutex_lock(&bt->mu);
-    add(&bt->fail, n, ns);
     while (expired) {
         job *next = expired->next;
         expired->next = bt->pool;
@@ -303,9 +304,11 @@ static void run_batch(kl_batcher *bt, instance *in, int n, int64_t rows) {
     const int64_t F = bt->F, C = bt->C;
     kl_cpu_adopt_threads(); /* instance threads and lending submitters alike */
     uint64_t t0 = now_ns();
-    /* A lone request runs on its own rows (its private copy); a batch is gathered first. */
+    /* A lone request runs on its own rows (its private copy) when no transform rewrites them;
+     * otherwise rows are gathered first, so the request keeps its rows as sent (the
+     * prediction log and monitors read them after the batch). */
     float *x = in->x;
-    if (n == 1) {
+    if (n == 1 && !strcmp(bt->b->transform, "none")) {
         x = in->batch[0]->req.rows;
     } else {
         int64_t off = 0;
@@ -331,8 +334,34 @@ static void run_batch(kl_batcher *bt, instance *in, int n, int64_t rows) {
             in->classes[r] = best;
         }
     uint64_t t2 = now_ns();
-    int64_t off = 0;
+    uint64_t in_ns = t1 - t0, inf_ns = t2 - t1;
+    /* Counted before any answer goes out, so a client that asks for statistics after its
+     * response sees its request; the answering time (the output stage) is added after. */
     uint64_t req_ns = 0, queue_ns = 0;
+    for (int i = 0; i < n; i++) {
+        req_ns += t2 - in->batch[i]->enq_ns;
+        queue_ns += t0 - in->batch[i]->enq_ns;
+    }
+    pthread_mutex_lock(&bt->mu);
+    if (st == KL_OK) {
+        add(&bt->success, (uint64_t)n, req_ns);
+        add(&bt->queue, (uint64_t)n, queue_ns);
+        /* Triton counts compute stages once per request, each with the batch's duration. */
+        add(&bt->c_in, (uint64_t)n, in_ns * (uint64_t)n);
+        add(&bt->c_infer, (uint64_t)n, inf_ns * (uint64_t)n);
+        add(&bt->c_out, (uint64_t)n, 0);
+        bt->inference_count += (uint64_t)rows;
+        bt->execution_count++;
+        size_stats *s = &bt->by_size[rows];
+        s->count++;
+        s->input_ns += in_ns;
+        s->infer_ns += inf_ns;
+        bt->last_ms = epoch_ms();
+    } else {
+        add(&bt->fail, (uint64_t)n, req_ns);
+    }
+    pthread_mutex_unlock(&bt->mu);
+    int64_t off = 0;
     for (int i = 0; i < n; i++) {
         job *j = in->batch[i];
         kl_infer_result res;
@@ -352,35 +381,20 @@ static void run_batch(kl_batcher *bt, instance *in, int n, int64_t rows) {
         }
         off += j->req.batch;
         j->done(j->user, &j->req, &res);
-        queue_ns += t0 - j->enq_ns;
         kl_oip_request_free(&j->req);
     }
-    uint64_t t3 = now_ns();
-    for (int i = 0; i < n; i++)
-        req_ns += t3 - in->batch[i]->enq_ns;
-    uint64_t in_ns = t1 - t0, inf_ns = t2 - t1, out_ns = t3 - t2;
+    uint64_t out_ns = now_ns() - t2;
     /* The callbacks above may have dropped the last reference to this version: its batcher is
      * then being freed, but kl_batcher_free waits until this instance is no longer busy, so bt
      * stays valid until the unlock below — and is not touched after it. */
     if (bt->obs && st == KL_OK) bt->obs(bt->obs_ctx, rows, in_ns, inf_ns, out_ns);
     pthread_mutex_lock(&bt->mu);
     if (st == KL_OK) {
-        add(&bt->success, (uint64_t)n, req_ns);
-        add(&bt->queue, (uint64_t)n, queue_ns);
-        /* Triton counts compute stages once per request, each with the batch's duration. */
-        add(&bt->c_in, (uint64_t)n, in_ns * (uint64_t)n);
-        add(&bt->c_infer, (uint64_t)n, inf_ns * (uint64_t)n);
-        add(&bt->c_out, (uint64_t)n, out_ns * (uint64_t)n);
-        bt->inference_count += (uint64_t)rows;
-        bt->execution_count++;
-        size_stats *s = &bt->by_size[rows];
-        s->count++;
-        s->input_ns += in_ns;
-        s->infer_ns += inf_ns;
-        s->output_ns += out_ns;
-        bt->last_ms = epoch_ms();
+        bt->success.ns += out_ns * (uint64_t)n;
+        bt->c_out.ns += out_ns * (uint64_t)n;
+        bt->by_size[rows].output_ns += out_ns;
     } else {
-        add(&bt->fail, (uint64_t)n, req_ns);
+        bt->fail.ns += out_ns * (uint64_t)n;
     }
     recycle(bt, in->batch, n);
     in->busy = 0;

@@ -31,15 +31,16 @@
 #define KL_HTTP_DRAIN_SECONDS 10.0
 
 struct kl_http_server {
-    struct MHD_Daemon *d; /* the daemon and its thread pool */
-    kl_model_manager *m;  /* the models (borrowed) */
-    size_t max_body;      /* largest body accepted, bytes */
-    atomic_int stopping;  /* ready answers 503 */
-    atomic_int closing;   /* kl_http_server_stop began: new requests get 503 */
-    atomic_long active;   /* requests with a context (created, not yet completed) */
-    atomic_long pending;  /* requests whose answer the manager or a job thread still owes */
-    pthread_mutex_t mu;   /* orders suspend against resume (see finish) */
-    MHD_socket listen_fd; /* the listening socket returned by MHD_quiesce_daemon */
+    struct MHD_Daemon *d;    /* the daemon and its thread pool */
+    kl_model_manager *m;     /* the models (borrowed) */
+    kl_prediction_log *plog; /* feedback target (borrowed), or NULL */
+    size_t max_body;         /* largest body accepted, bytes */
+    atomic_int stopping;     /* ready answers 503 */
+    atomic_int closing;      /* kl_http_server_stop began: new requests get 503 */
+    atomic_long active;      /* requests with a context (created, not yet completed) */
+    atomic_long pending;     /* requests whose answer the manager or a job thread still owes */
+    pthread_mutex_t mu;      /* orders suspend against resume (see finish) */
+    MHD_socket listen_fd;    /* the listening socket returned by MHD_quiesce_daemon */
 };
 
 typedef enum { RQ_READING, RQ_WAITING, RQ_DONE } rq_state;
@@ -169,9 +170,15 @@ static void finish(rq *q) {
 /* Called once per request by the model manager, on a batcher thread (or inline on failure):
  * copies what the response needs (the result's arrays live only during the call). */
 static void infer_done(void *user, const kl_oip_request *req, const kl_infer_result *res) {
-    (void)req;
     rq *q = user;
     q->code = res->code;
+    if (q->id && !*q->id && req->id && *req->id) { /* the server gave it an id: echo that */
+        char *id = strdup(req->id);
+        if (id) {
+            free(q->id);
+            q->id = id;
+        }
+    }
     if (res->code == KL_GRPC_OK && res->probs && res->batch == q->batch && res->n_classes > 0) {
         size_t np = (size_t)res->batch * (size_t)res->n_classes;
         if (res->n_classes != q->n_classes) { /* a version with other classes answered */
@@ -426,6 +433,16 @@ static enum MHD_Result route_metrics(rq *q) {
     return reply(q, 200, buf, len, "text/plain; version=0.0.4; charset=utf-8", len, NULL);
 }
 
+/* POST .../feedback: labels by request id, joined in the prediction log. */
+static enum MHD_Result route_feedback(rq *q, const char *model) {
+    if (!q->s->plog)
+        return reply_error(q, 404, "feedback needs a prediction log (kiln serve --prediction-log)");
+    char *answer = NULL;
+    int status = kl_prediction_log_feedback_json(q->s->plog, model, q->body, q->len, &answer);
+    if (!answer) return reply_error(q, 500, "out of memory");
+    return reply(q, status, answer, strlen(answer), "application/json", strlen(answer), NULL);
+}
+
 #define MAX_SEGS 8
 
 /* Splits path (modified) at '/' into segs; returns the count, or -1 when there are too many or
@@ -484,6 +501,10 @@ static enum MHD_Result route(rq *q, const char *url, const char *method) {
             return reply_error(q, 500, kl_errmsg());
         return reply_body(q, ok ? 200 : 503, &b);
     }
+    if (n == 2 && !strcmp(g[1], "feedback")) {
+        ALLOW(post, "POST");
+        return route_feedback(q, NULL);
+    }
     if (n >= 3 && !strcmp(g[1], "repository")) {
         if (n == 3 && !strcmp(g[2], "index")) {
             ALLOW(post, "POST");
@@ -523,6 +544,10 @@ static enum MHD_Result route(rq *q, const char *url, const char *method) {
         if (!strcmp(what, "stats")) {
             ALLOW(get || post, "GET, HEAD, POST");
             return route_stats(q, name, version);
+        }
+        if (!strcmp(what, "feedback")) {
+            ALLOW(post, "POST");
+            return route_feedback(q, name);
         }
         if (!strcmp(what, "infer")) {
             ALLOW(post, "POST");
@@ -658,6 +683,7 @@ kl_status kl_http_server_start(const kl_http_server_opts *opts, kl_model_manager
     kl_http_server *s = calloc(1, sizeof *s);
     if (!s) return kl_seterr(KL_ENOMEM, "http server: out of memory");
     s->m = m;
+    s->plog = opts->prediction_log;
     s->max_body = opts->max_body_bytes;
     s->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->stopping, 0);

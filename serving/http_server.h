@@ -16,6 +16,8 @@
  *   POST /v2/models/NAME[/versions/V]/infer    JSON or binary tensor data
  *   GET|POST /v2/models[/NAME[/versions/V]]/stats
  *   POST /v2/repository/index, /v2/repository/models/NAME/load, .../unload
+ *   POST /v2/models/NAME/feedback, /v2/feedback  ground-truth labels by request id (see
+ *                                              monitor/prediction_log.h; with a prediction log)
  *   GET  /metrics                              text/plain; version=0.0.4
  * Errors are {"error":"..."} with 400 (bad JSON, shape, ...), 404, 405, 413 (body over
  * max_body_bytes), 415 (unknown Content-Encoding), 429 (queue full), 503 (stopping, not ready),
@@ -30,13 +32,15 @@
 #include <stddef.h>
 
 #include "runtime/status.h"
-#include "serving/model_manager.h" /* the models answered for */
+#include "monitor/prediction_log.h" /* feedback: labels joined with logged predictions */
+#include "serving/model_manager.h"  /* the models answered for */
 
 typedef struct {
     const char *host;      /* address to bind, e.g. "127.0.0.1" or "0.0.0.0" (IPv6 too) */
     int port;              /* TCP port; 0 picks a free one */
     int threads;           /* MHD threads (connections are spread over them), >= 1 */
     size_t max_body_bytes; /* largest request body accepted (after decompression), bytes */
+    kl_prediction_log *prediction_log; /* feedback routes join labels here; NULL: they 404 */
 } kl_http_server_opts;
 
 /* Defaults: 127.0.0.1:8000, 4 threads, 64 MiB bodies. */

@@ -111,6 +111,8 @@ kl_status kl_model_manager_create(const kl_model_manager_opts *opts, kl_model_ma
     pthread_cond_init(&m->hk_cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&m->stopping, 0);
+    atomic_init(&m->next_id, 0);
+    m->id_epoch = (unsigned long long)time(NULL);
     kl_status st = kl_device_resolve(opts->device ? opts->device : "cpu", 0, &m->dev);
     if (st == KL_OK) st = kl_metrics_create(&m->metrics);
     if (st == KL_OK) {
@@ -390,6 +392,9 @@ static void route_done(void *user, const kl_oip_request *req, const kl_infer_res
     } else {
         count_failure(rc->m, v->model, v->label, res->code);
     }
+    if (rc->done && res->code == KL_GRPC_OK)
+        for (int i = 0; i < rc->m->n_observers; i++)
+            rc->m->observers[i](rc->m->observer_ctx[i], req, res);
     if (rc->done) rc->done(rc->user, req, res);
     if (rc->shadow) shadow_finish(rc->shadow, rc->side, res);
     mm_version_unref(rc->m, v);
@@ -475,6 +480,16 @@ void kl_model_manager_infer(kl_model_manager *m, kl_oip_request *req, kl_infer_d
         return;
     }
     if (routed) kl_counter_add(routed, 1);
+    if (m->assign_ids && (!req->id || !*req->id)) {
+        char id[64];
+        snprintf(id, sizeof id, "kiln-%llx-%llu", m->id_epoch,
+                 (unsigned long long)atomic_fetch_add(&m->next_id, 1) + 1);
+        char *own = strdup(id);
+        if (own) {
+            free(req->id);
+            req->id = own;
+        }
+    }
     if (req->n_features != v->sig.n_features) { /* swapped since the request was checked */
         snprintf(msg, sizeof msg, "model \"%s\" version %s takes %lld features, not %lld", v->model,
                  v->label, (long long)v->sig.n_features, (long long)req->n_features);
@@ -501,6 +516,7 @@ void kl_model_manager_infer(kl_model_manager *m, kl_oip_request *req, kl_infer_d
         copy.model_name = strdup(req->model_name);
         copy.model_version = strdup(want);
         copy.id = strdup(req->id ? req->id : "");
+        copy.labels = NULL; /* the champion's request owns them */
         if (!p || !sc || !copy.rows || !copy.model_name || !copy.model_version || !copy.id) {
             free(p);
             free(sc);
@@ -517,6 +533,20 @@ void kl_model_manager_infer(kl_model_manager *m, kl_oip_request *req, kl_infer_d
         }
     }
     kl_batcher_submit(v->batcher, req, route_done, rc);
+}
+
+kl_status kl_model_manager_observe(kl_model_manager *m, kl_infer_observer_fn fn, void *ctx,
+                                   int assign_ids) {
+    if (m->n_observers >= KL_MAX_OBSERVERS)
+        return kl_seterr(KL_EINVAL, "model manager: more than %d observers", KL_MAX_OBSERVERS);
+    m->observers[m->n_observers] = fn;
+    m->observer_ctx[m->n_observers++] = ctx;
+    if (assign_ids) m->assign_ids = 1;
+    return KL_OK;
+}
+
+kl_metrics *kl_model_manager_metrics(kl_model_manager *m) {
+    return m->metrics;
 }
 
 kl_grpc_code kl_model_manager_resolve(void *ctx, const char *name, const char *version,

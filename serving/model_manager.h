@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "runtime/status.h"
+#include "serving/metrics.h"   /* kl_metrics, for kl_model_manager_metrics */
 #include "serving/oip_codec.h" /* kl_grpc_code, kl_oip_request, kl_oip_model_sig */
 
 /* How a model version batches requests (Triton's dynamic_batching settings). */
@@ -134,6 +135,27 @@ kl_grpc_code kl_model_manager_resolve(void *ctx, const char *name, const char *v
  * DEADLINE_EXCEEDED (timed out in the queue), UNAVAILABLE (stopping), or the outputs. */
 void kl_model_manager_infer(kl_model_manager *m, kl_oip_request *req, kl_infer_done_fn done,
                             void *user);
+
+/* --- observers (the prediction log; monitors) ------------------------------------------------ */
+
+/* Sees every request answered OK (shadow copies excluded): req as decoded (rows, id, labels) and
+ * its result. Called on the batcher thread before the front end's callback, so the answer leaves
+ * only after it returned: it must be quick, never block on I/O and not keep the pointers. */
+typedef void (*kl_infer_observer_fn)(void *ctx, const kl_oip_request *req,
+                                     const kl_infer_result *res);
+
+#define KL_MAX_OBSERVERS 4
+
+/* Adds an observer (at most KL_MAX_OBSERVERS). With assign_ids, a request that carries no id
+ * gets a unique one made by the server ("kiln-<start time hex>-<n>"), which the response echoes
+ * as if the client had sent it. Call before the front ends start: the list is read without a
+ * lock. */
+kl_status kl_model_manager_observe(kl_model_manager *m, kl_infer_observer_fn fn, void *ctx,
+                                   int assign_ids);
+
+/* The registry the manager's metrics live in (and /metrics renders), for other modules' metrics
+ * that should appear on the same page. Owned by the manager: valid until _free. */
+kl_metrics *kl_model_manager_metrics(kl_model_manager *m);
 
 /* --- model queries (for ModelReady/Metadata/Config/Statistics and the REST forms) ----------- */
 

@@ -100,6 +100,12 @@ struct kl_model_manager {
     kl_metrics *metrics;     /* serving metrics */
     kl_device dev;           /* where versions run */
     int polling;             /* the housekeeper polls sources (after _start) */
+    kl_infer_observer_fn observers[KL_MAX_OBSERVERS]; /* see kl_model_manager_observe */
+    void *observer_ctx[KL_MAX_OBSERVERS];             /* their contexts */
+    int n_observers;                                  /* entries used */
+    int assign_ids;              /* requests without an id get one (an observer asked) */
+    atomic_ullong next_id;       /* counter of server-made request ids */
+    unsigned long long id_epoch; /* start time (s), in server-made ids to keep them unique */
 };
 
 /* --- model_loader.c -------------------------------------------------------------------------- */

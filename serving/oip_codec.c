@@ -2,6 +2,7 @@
  * Open Inference Protocol, on protobuf-c. See oip_codec.h. */
 #include "serving/oip_codec.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,18 +72,92 @@ void kl_oip_request_free(kl_oip_request *req) {
     free(req->model_version);
     free(req->id);
     free(req->rows);
+    free(req->labels);
     memset(req, 0, sizeof *req);
 }
 
 /* --- decoding a ModelInferRequest ------------------------------------------------------------ */
 
-/* Reads "priority" and "timeout" from the request parameters; others are ignored, as Triton
- * ignores custom parameters a model does not read. */
+kl_grpc_code kl_oip_parse_labels(const char *key, const char *s, int64_t batch, int64_t **out) {
+    *out = NULL;
+    int64_t *l = malloc((size_t)(batch > 0 ? batch : 1) * sizeof *l);
+    if (!l) {
+        kl_seterr(KL_ENOMEM, "parameter \"%s\": out of memory", key);
+        return KL_GRPC_RESOURCE_EXHAUSTED;
+    }
+    int64_t n = 0;
+    const char *c = s;
+    for (;;) {
+        while (*c == ' ' || *c == '\t')
+            c++;
+        char *end;
+        errno = 0;
+        long long v = strtoll(c, &end, 10);
+        if (end == c || errno || v < 0 || n >= batch) {
+            free(l);
+            if (n >= batch && end != c)
+                return BAD("parameter \"%s\": more labels than the %lld rows", key,
+                           (long long)batch);
+            return BAD("parameter \"%s\": \"%.64s\" is not a list of class numbers (>= 0) "
+                       "separated by commas",
+                       key, s);
+        }
+        l[n++] = v;
+        c = end;
+        while (*c == ' ' || *c == '\t')
+            c++;
+        if (!*c) break;
+        if (*c++ != ',') {
+            free(l);
+            return BAD("parameter \"%s\": unexpected \"%c\" in \"%.64s\"", key, c[-1], s);
+        }
+    }
+    if (n != batch) {
+        free(l);
+        return BAD("parameter \"%s\": %lld labels for %lld rows (one per row)", key, (long long)n,
+                   (long long)batch);
+    }
+    *out = l;
+    return KL_GRPC_OK;
+}
+
+/* Reads "labels" (or "label"): int64_param for one row, string_param "3,7" for any batch. */
+static kl_grpc_code read_labels(const char *key, const Inference__InferParameter *p,
+                                kl_oip_request *out) {
+    if (out->labels) return BAD("parameters \"label\" and \"labels\" both given");
+    if (p && p->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM)
+        return kl_oip_parse_labels(key, p->string_param ? p->string_param : "", out->batch,
+                                   &out->labels);
+    if (p && p->parameter_choice_case == INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM) {
+        if (out->batch != 1)
+            return BAD("parameter \"%s\": one int64 label for %lld rows (give string_param "
+                       "\"l1,l2,...\", one per row)",
+                       key, (long long)out->batch);
+        if (p->int64_param < 0)
+            return BAD("parameter \"%s\": %lld must be >= 0", key, (long long)p->int64_param);
+        if (!(out->labels = malloc(sizeof *out->labels))) {
+            kl_seterr(KL_ENOMEM, "out of memory");
+            return KL_GRPC_RESOURCE_EXHAUSTED;
+        }
+        out->labels[0] = p->int64_param;
+        return KL_GRPC_OK;
+    }
+    return BAD("parameter \"%s\": expected int64_param (one row) or string_param \"l1,l2,...\"",
+               key);
+}
+
+/* Reads "priority", "timeout" and "labels" from the request parameters; others are ignored, as
+ * Triton ignores custom parameters a model does not read. */
 static kl_grpc_code read_parameters(const Inference__ModelInferRequest *m, kl_oip_request *out) {
     for (size_t i = 0; i < m->n_parameters; i++) {
         const Inference__ModelInferRequest__ParametersEntry *e = m->parameters[i];
         if (!e || !e->key) continue;
         const Inference__InferParameter *p = e->value;
+        if (!strcmp(e->key, "labels") || !strcmp(e->key, "label")) {
+            kl_grpc_code c = read_labels(e->key, p, out);
+            if (c != KL_GRPC_OK) return c;
+            continue;
+        }
         int is_priority = strcmp(e->key, "priority") == 0;
         int is_timeout = strcmp(e->key, "timeout") == 0;
         if (!is_priority && !is_timeout) continue;

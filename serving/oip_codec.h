@@ -78,16 +78,24 @@ typedef struct {
     int has_priority;                        /* whether the "priority" parameter was given */
     uint64_t priority;                       /* "priority": 1 is highest, 0 the model default */
     int64_t timeout_us;                      /* "timeout" in microseconds; 0 when not given */
+    int64_t *labels; /* "labels" (or "label"): the true class of each row, batch of them, for the
+                      * prediction log's feedback; NULL when not given */
 } kl_oip_request;
+
+/* Reads a "labels" parameter given as text: batch class numbers (integers >= 0) separated by
+ * commas ("3,7"; blanks around them allowed). On KL_GRPC_OK *out (malloc'd, batch entries) is
+ * the caller's; INVALID_ARGUMENT with kl_errmsg() naming the problem otherwise. */
+kl_grpc_code kl_oip_parse_labels(const char *key, const char *s, int64_t batch, int64_t **out);
 
 /* Unpacks a ModelInferRequest from buf[0..len) and checks it against sig: one input (named
  * sig->input_name unless that is NULL), datatype "FP32", shape [batch, sig->n_features] with
  * batch in 1..sig->max_batch, data in exactly one of raw_input_contents (batch*features*4 bytes,
  * little-endian) or contents.fp32_contents (batch*features values), requested outputs among
- * "probabilities" and "class", parameters "priority" (int64/uint64 >= 0) and "timeout"
- * (int64 >= 0). On KL_GRPC_OK *out owns a copy of the rows (free with kl_oip_request_free);
- * on any other code *out is left empty and kl_errmsg() says what is wrong. Never aborts on
- * any input bytes. */
+ * "probabilities" and "class", parameters "priority" (int64/uint64 >= 0), "timeout"
+ * (int64 >= 0) and "labels" or "label" (feedback for the prediction log: int64_param for a
+ * one-row request, or string_param "3,7" with one class per row). On KL_GRPC_OK *out owns a copy of
+ * the rows (free with kl_oip_request_free); on any other code *out is left empty and kl_errmsg()
+ * says what is wrong. Never aborts on any input bytes. */
 kl_grpc_code kl_oip_decode_infer(const uint8_t *buf, size_t len, const kl_oip_model_sig *sig,
                                  kl_oip_request *out);
 

@@ -265,13 +265,53 @@ static kl_grpc_code read_outputs(const cJSON *root, int default_binary, kl_oip_r
     return KL_GRPC_OK;
 }
 
-/* Reads "priority", "timeout" and "binary_data_output"; other parameters are ignored, as
- * Triton ignores custom parameters a model does not read. */
+/* Reads "labels" (or "label"): an integer for a one-row request, an array of integers (one per
+ * row), or a string "3,7". */
+static kl_grpc_code read_labels(const char *key, const cJSON *e, kl_oip_request *out) {
+    if (out->labels) return BAD("parameters \"label\" and \"labels\" both given");
+    if (cJSON_IsString(e))
+        return kl_oip_parse_labels(key, e->valuestring, out->batch, &out->labels);
+    int64_t v = 0;
+    if (cJSON_IsNumber(e)) {
+        if (out->batch != 1)
+            return BAD("parameter \"%s\": one label for %lld rows (give an array, one per row)",
+                       key, (long long)out->batch);
+        if (!json_int(e, &v) || v < 0)
+            return BAD("parameter \"%s\": expected a class number (an integer >= 0)", key);
+    } else if (!cJSON_IsArray(e)) {
+        return BAD("parameter \"%s\": expected an integer or an array of integers", key);
+    } else if (cJSON_GetArraySize(e) != out->batch) {
+        return BAD("parameter \"%s\": %d labels for %lld rows (one per row)", key,
+                   cJSON_GetArraySize(e), (long long)out->batch);
+    }
+    if (!(out->labels = malloc((size_t)out->batch * sizeof *out->labels))) {
+        kl_seterr(KL_ENOMEM, "out of memory");
+        return KL_GRPC_RESOURCE_EXHAUSTED;
+    }
+    if (cJSON_IsNumber(e)) {
+        out->labels[0] = v;
+        return KL_GRPC_OK;
+    }
+    int64_t i = 0;
+    for (const cJSON *x = e->child; x; x = x->next, i++)
+        if (!json_int(x, &out->labels[i]) || out->labels[i] < 0)
+            return BAD("parameter \"%s\": item %lld is not a class number (an integer >= 0)", key,
+                       (long long)i);
+    return KL_GRPC_OK;
+}
+
+/* Reads "priority", "timeout", "labels" and "binary_data_output"; other parameters are ignored,
+ * as Triton ignores custom parameters a model does not read. */
 static kl_grpc_code read_parameters(const cJSON *root, kl_oip_request *out) {
     const cJSON *ps = cJSON_GetObjectItemCaseSensitive(root, "parameters");
     if (!ps) return KL_GRPC_OK;
     for (const cJSON *e = ps->child; e; e = e->next) {
         const char *key = e->string ? e->string : "";
+        if (!strcmp(key, "labels") || !strcmp(key, "label")) {
+            kl_grpc_code c = read_labels(key, e, out);
+            if (c != KL_GRPC_OK) return c;
+            continue;
+        }
         int is_priority = strcmp(key, "priority") == 0;
         int is_timeout = strcmp(key, "timeout") == 0;
         if (strcmp(key, "binary_data_output") == 0 && !cJSON_IsBool(e))

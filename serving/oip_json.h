@@ -55,9 +55,10 @@ int kl_oip_json_http_status(kl_grpc_code c);
  * unless NULL), datatype "FP32", shape [batch, sig->n_features] with batch in 1..max_batch,
  * data as a JSON array (flat or nested, batch*features numbers) or binary_data_size bytes,
  * requested outputs among "probabilities" and "class", parameters "priority" and "timeout"
- * (integers >= 0). On KL_GRPC_OK *out owns the rows (kl_oip_request_free) and *fmt says which
- * outputs go back binary; on any other code *out is empty and kl_errmsg() says what is wrong.
- * Never aborts on any bytes. */
+ * (integers >= 0) and "labels" or "label" (feedback for the prediction log: an integer for one
+ * row, an array of integers or a string "3,7" with one class per row). On KL_GRPC_OK *out owns the
+ * rows (kl_oip_request_free) and *fmt says which outputs go back binary; on any other code *out is
+ * empty and kl_errmsg() says what is wrong. Never aborts on any bytes. */
 kl_grpc_code kl_oip_json_decode_infer(const char *body, size_t len, const char *header_len,
                                       const char *name, const char *version,
                                       kl_oip_resolve_fn resolve, void *ctx, kl_oip_request *out,

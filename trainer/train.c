@@ -15,6 +15,7 @@
 
 #include "data/loader.h"
 #include "data/prepare.h"
+#include "data/reference.h" /* the prediction prior, the profile as JSON */
 #include "runtime/bundle.h"
 #include "runtime/fileio.h"
 #include "runtime/model.h"
@@ -223,6 +224,24 @@ static cJSON *training_summary(const kl_train_config *cfg, const kl_train_result
     return root;
 }
 
+/* The reference profile's prediction prior: the final weights' outputs on the validation split
+ * (the training split without one), rendered with the rest of the profile as JSON into *json. */
+static kl_status reference_json(run_state *r, char **json) {
+    kl_mlp *m = &r->model;
+    kl_prepared_data *d = &r->data;
+    const kl_dataset *ds = d->val.n > 0 ? &d->val : &d->train;
+    int C = m->spec.dims[m->spec.n_layers];
+    float *out = malloc((size_t)(ds->n > 0 ? ds->n : 1) * C * sizeof(float));
+    if (!out) return kl_seterr(KL_ENOMEM, "reference profile: %lld predictions", (long long)ds->n);
+    kl_status s = kl_mlp_predict(m, ds->x, ds->n, out);
+    if (!s)
+        s = kl_reference_set_predictions(&d->reference, out, ds->n, C,
+                                         d->val.n > 0 ? "validation" : "training");
+    free(out);
+    if (!s) s = kl_reference_to_json(&d->reference, json);
+    return s ? kl_preferr(s, "reference profile") : KL_OK;
+}
+
 static kl_status save_bundle(run_state *r, const kl_train_result *res) {
     kl_mlp *m = &r->model;
     kl_prepared_data *d = &r->data;
@@ -246,9 +265,11 @@ static kl_status save_bundle(run_state *r, const kl_train_result *res) {
     cJSON *summary = training_summary(r->cfg, res);
     b.training_json = cJSON_PrintUnformatted(summary);
     cJSON_Delete(summary);
+    if (!s) s = reference_json(r, &b.reference_json);
     if (!s) s = kl_bundle_save(r->cfg->output, &b);
     free(b.params);
     free(b.training_json);
+    free(b.reference_json);
     return s;
 }
 

@@ -71,6 +71,8 @@ static void make_classifier(fixture *f) {
              "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
     b->encoder_json = "{\"columns\":[\"age\",\"height\"],\"impute\":{\"age\":3.5}}";
     b->training_json = "{\"epochs\":3,\"val_accuracy\":0.875}";
+    /* Opaque to runtime/ (data/reference.h owns its schema): carried through as it is. */
+    b->reference_json = "{\"version\":1,\"rows\":2,\"features\":[]}";
 }
 
 /* A fresh directory under KILN_TEST_TMP (or /tmp) for one test. */
@@ -205,6 +207,11 @@ static void assert_same_bundle(const kl_bundle *a, const kl_bundle *b) {
         assert_string_equal(a->training_json, b->training_json);
     else
         assert_null(b->training_json);
+    /* A bundle saved without a reference profile (as older kiln did) loads with none. */
+    if (a->reference_json)
+        assert_string_equal(a->reference_json, b->reference_json);
+    else
+        assert_null(b->reference_json);
 }
 
 static void test_roundtrip_classifier(void **state) {
@@ -528,6 +535,10 @@ static void array_encoder(cJSON *r) {
     cJSON_ReplaceItemInObject(get(r, "preprocessing", NULL), "encoder", cJSON_CreateArray());
 }
 
+static void number_reference(cJSON *r) {
+    cJSON_ReplaceItemInObject(r, "reference", cJSON_CreateNumber(3));
+}
+
 static void test_kiln_json_fields(void **state) {
     (void)state;
     struct {
@@ -545,6 +556,7 @@ static void test_kiln_json_fields(void **state) {
         {drop_digest, "kiln.json: field \"training_data_digest\": missing"},
         {number_feature_name, "kiln.json: field \"preprocessing.feature_names\""},
         {array_encoder, "kiln.json: field \"preprocessing.encoder\""},
+        {number_reference, "kiln.json: field \"reference\": expected an object or null"},
         /* kiln.json and the weights disagree: the tensor check names both shapes. */
         {wider_layer, "model.safetensors: tensor \"fc1.weight\": shape [7,5] expected [8,5]"},
     };
