@@ -170,7 +170,7 @@ int kl_cmd_feedback(int argc, char **argv) {
         base[--bl] = '\0';
     char path[600];
     if (model) {
-        char esc[512];
+        char esc[512] = ""; /* kl_http_escape appends */
         if (kl_http_escape(esc, sizeof esc, model, 0) != 0) {
             fprintf(stderr, "kiln feedback: model name too long\n");
             return 2;
@@ -184,8 +184,12 @@ int kl_cmd_feedback(int argc, char **argv) {
         fprintf(stderr, "kiln feedback: %s: %s\n", file, strerror(errno));
         return 1;
     }
-    kl_http_opts ho = {
-        .base = base, .timeout_s = 30, .max_retries = 2, .backoff_base_s = 0.5, .backoff_max_s = 5};
+    kl_http_opts ho = {.base = base,
+                       .timeout_s = 30,
+                       .max_retries = 2,
+                       .backoff_base_s = 0.5,
+                       .backoff_max_s = 5,
+                       .peer = "the kiln server"};
     kl_http *h = NULL;
     if (kl_http_open(&ho, &h) != KL_OK) {
         fclose(f);

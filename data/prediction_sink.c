@@ -15,56 +15,6 @@
 
 /* --- small helpers --------------------------------------------------------------------------- */
 
-void ps_sb_addn(strbuf *b, const char *s, size_t n) {
-    if (b->oom || n > SIZE_MAX / 4 - b->len) {
-        b->oom = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void ps_sb_add(strbuf *b, const char *s) {
-    ps_sb_addn(b, s, strlen(s));
-}
-
-void ps_sb_addf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void ps_sb_addf(strbuf *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        ps_sb_addn(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    ps_sb_addn(b, big, (size_t)n);
-    free(big);
-}
-
 static int is_ident_start(char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
 }
@@ -124,7 +74,7 @@ static kl_status parse_target(const char *s, const char *default_table, target *
     snprintf(t->table, sizeof t->table, "%s", default_table);
     const char *q = strchr(s, '?');
     size_t base_len = q ? (size_t)(q - s) : strlen(s);
-    strbuf conn = {0};
+    kl_strbuf conn = {0};
     if (!strncmp(s, "sqlite:", 7)) {
         t->kind = SINK_SQLITE;
         const char *path = s + 7;
@@ -138,7 +88,7 @@ static kl_status parse_target(const char *s, const char *default_table, target *
         }
         if (path == s + base_len)
             return kl_seterr(KL_EINVAL, "\"%s\": no database file after \"sqlite:\"", s);
-        ps_sb_addn(&conn, path, (size_t)(s + base_len - path));
+        kl_strbuf_addn(&conn, path, (size_t)(s + base_len - path));
         for (const char *item = q ? q + 1 : ""; *item;) {
             size_t n = strcspn(item, "&");
             if (!strncmp(item, "table=", 6)) {
@@ -171,15 +121,15 @@ static kl_status parse_target(const char *s, const char *default_table, target *
     }
     t->kind = SINK_PG;
     /* table= is kiln's; every other parameter is libpq's, which rejects names it does not know. */
-    ps_sb_addn(&conn, s, base_len);
+    kl_strbuf_addn(&conn, s, base_len);
     int kept = 0;
     for (const char *item = q ? q + 1 : ""; *item;) {
         size_t n = strcspn(item, "&");
         if (!strncmp(item, "table=", 6)) {
             if (set_table(t, item + 6, n - 6) != KL_OK) goto fail;
         } else if (n) {
-            ps_sb_add(&conn, kept++ ? "&" : "?");
-            ps_sb_addn(&conn, item, n);
+            kl_strbuf_add(&conn, kept++ ? "&" : "?");
+            kl_strbuf_addn(&conn, item, n);
         }
         item += n;
         if (*item == '&') item++;
@@ -260,16 +210,16 @@ static kl_status make_columns(kl_prediction_sink *s) {
 }
 
 /* Appends up to 5 quoted names of list (those marked in pick, or all when pick is NULL). */
-static void list_names(strbuf *b, char **names, int n, const int *pick) {
+static void list_names(kl_strbuf *b, char **names, int n, const int *pick) {
     int shown = 0, total = 0;
     for (int i = 0; i < n; i++) {
         if (pick && !pick[i]) continue;
         total++;
         if (shown == 5) continue;
-        ps_sb_addf(b, "%s\"%s\"", shown ? ", " : "", names[i]);
+        kl_strbuf_addf(b, "%s\"%s\"", shown ? ", " : "", names[i]);
         shown++;
     }
-    if (total > shown) ps_sb_addf(b, " and %d more", total - shown);
+    if (total > shown) kl_strbuf_addf(b, " and %d more", total - shown);
 }
 
 /* An existing table must have exactly the expected columns (names compared case-blind for
@@ -300,13 +250,13 @@ kl_status ps_check_columns(const kl_prediction_sink *s, char **have, int n_have,
     }
     kl_status st = KL_OK;
     if (n_missing || n_extra) {
-        strbuf b = {0};
+        kl_strbuf b = {0};
         if (n_missing) {
-            ps_sb_add(&b, "lacks ");
+            kl_strbuf_add(&b, "lacks ");
             list_names(&b, s->cols, s->n_cols, missing);
         }
         if (n_extra) {
-            ps_sb_add(&b, n_missing ? "; has unexpected " : "has unexpected ");
+            kl_strbuf_add(&b, n_missing ? "; has unexpected " : "has unexpected ");
             list_names(&b, have, n_have, extra);
         }
         st = kl_seterr(KL_EINVAL,
@@ -315,7 +265,7 @@ kl_status ps_check_columns(const kl_prediction_sink *s, char **have, int n_have,
                        s->describe, b.p ? b.p : "");
         free(b.p);
     } else if (n_pk != 1 || cmp(pk[0], "row_index")) {
-        strbuf b = {0};
+        kl_strbuf b = {0};
         list_names(&b, pk, n_pk, NULL);
         st =
             kl_seterr(KL_EINVAL,
@@ -366,24 +316,24 @@ kl_status ps_check_state(kl_prediction_sink *s, int resume, int64_t count, int64
 /* CREATE TABLE IF NOT EXISTS with the backend's types. */
 char *ps_create_sql(const kl_prediction_sink *s) {
     int pg = s->kind == SINK_PG;
-    strbuf b = {0};
-    ps_sb_addf(&b,
-               "CREATE TABLE IF NOT EXISTS \"%s\" (\"row_index\" %s PRIMARY KEY, "
-               "\"prediction\" TEXT NOT NULL",
-               s->table, pg ? "BIGINT" : "INTEGER");
+    kl_strbuf b = {0};
+    kl_strbuf_addf(&b,
+                   "CREATE TABLE IF NOT EXISTS \"%s\" (\"row_index\" %s PRIMARY KEY, "
+                   "\"prediction\" TEXT NOT NULL",
+                   s->table, pg ? "BIGINT" : "INTEGER");
     for (int c = 0; c < s->n_classes; c++)
-        ps_sb_addf(&b, ", \"%s\" %s", s->cols[2 + c], pg ? "DOUBLE PRECISION" : "REAL");
-    ps_sb_addf(&b,
-               ", \"model\" TEXT NOT NULL, \"input_digest\" TEXT NOT NULL, \"scored_at\" %s "
-               "NOT NULL)",
-               pg ? "TIMESTAMPTZ" : "TEXT");
+        kl_strbuf_addf(&b, ", \"%s\" %s", s->cols[2 + c], pg ? "DOUBLE PRECISION" : "REAL");
+    kl_strbuf_addf(&b,
+                   ", \"model\" TEXT NOT NULL, \"input_digest\" TEXT NOT NULL, \"scored_at\" %s "
+                   "NOT NULL)",
+                   pg ? "TIMESTAMPTZ" : "TEXT");
     return b.oom ? (free(b.p), NULL) : b.p;
 }
 
 /* "\"a\", \"b\", ..." — every column, quoted, in insert order. */
-void ps_add_column_list(strbuf *b, const kl_prediction_sink *s) {
+void ps_add_column_list(kl_strbuf *b, const kl_prediction_sink *s) {
     for (int i = 0; i < s->n_cols; i++)
-        ps_sb_addf(b, "%s\"%s\"", i ? ", " : "", s->cols[i]);
+        kl_strbuf_addf(b, "%s\"%s\"", i ? ", " : "", s->cols[i]);
 }
 
 /* The prediction of one row as text: the arg-max class's name, or the regression value. */

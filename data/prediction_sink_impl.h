@@ -11,19 +11,12 @@
 #include <stdint.h>
 
 #include "data/prediction_sink.h"
+#include "runtime/strbuf.h"
 
 #define IDENT_MAX 63 /* PostgreSQL cuts identifiers at NAMEDATALEN-1 bytes: stay within it */
 #define N_FIXED 5    /* row_index, prediction, model, input_digest, scored_at */
 
 enum { SINK_SQLITE, SINK_PG };
-
-/* A growable text buffer; oom is set (and text stops growing) when an allocation fails. */
-typedef struct {
-    char *p;    /* NUL-terminated text, owned */
-    size_t len; /* bytes in p before the NUL */
-    size_t cap; /* bytes allocated */
-    int oom;    /* an allocation failed */
-} strbuf;
 
 struct kl_prediction_sink {
     int kind;                  /* SINK_SQLITE or SINK_PG */
@@ -42,13 +35,10 @@ struct kl_prediction_sink {
     sqlite3_stmt *insert;      /* SQLite: the prepared one-row INSERT */
     PGconn *pg;                /* PostgreSQL connection, or NULL */
     char *copy_sql;            /* PostgreSQL: "COPY "T" (...) FROM STDIN", owned */
-    strbuf copy;               /* PostgreSQL: one chunk's COPY text, reused */
+    kl_strbuf copy;            /* PostgreSQL: one chunk's COPY text, reused */
 };
 
 /* Appends n bytes of s / a string / printf-style text to b (sets b->oom on failure). */
-void ps_sb_addn(strbuf *b, const char *s, size_t n);
-void ps_sb_add(strbuf *b, const char *s);
-void ps_sb_addf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Checks an existing table's columns (have) and primary key (pk) against s->cols: exactly the
  * same names (case-blind for SQLite), row_index alone as the key; else an error naming them. */
@@ -64,7 +54,7 @@ kl_status ps_check_state(kl_prediction_sink *s, int resume, int64_t count, int64
 char *ps_create_sql(const kl_prediction_sink *s);
 
 /* Appends every column, quoted, in insert order: "\"row_index\", \"prediction\", ...". */
-void ps_add_column_list(strbuf *b, const kl_prediction_sink *s);
+void ps_add_column_list(kl_strbuf *b, const kl_prediction_sink *s);
 
 /* The prediction of one output row as text: the arg-max class's name (first on ties), or the
  * regression value as "%.9g" in buf. */

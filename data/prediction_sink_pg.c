@@ -8,7 +8,7 @@
 #include <string.h>
 
 /* Appends s as a COPY text-format field: backslash, tab, newline and carriage return escaped. */
-static void sb_add_copy_field(strbuf *b, const char *s) {
+static void sb_add_copy_field(kl_strbuf *b, const char *s) {
     const char *run = s;
     for (; *s; s++) {
         const char *esc = *s == '\\'   ? "\\\\"
@@ -17,11 +17,11 @@ static void sb_add_copy_field(strbuf *b, const char *s) {
                           : *s == '\r' ? "\\r"
                                        : NULL;
         if (!esc) continue;
-        ps_sb_addn(b, run, (size_t)(s - run));
-        ps_sb_add(b, esc);
+        kl_strbuf_addn(b, run, (size_t)(s - run));
+        kl_strbuf_add(b, esc);
         run = s + 1;
     }
-    ps_sb_addn(b, run, (size_t)(s - run));
+    kl_strbuf_addn(b, run, (size_t)(s - run));
 }
 
 static void pg_quiet(void *arg, const char *message) {
@@ -117,10 +117,10 @@ kl_status ps_pg_open(kl_prediction_sink *s, const char *conninfo, int resume) {
     PQclear(res);
     KL_TRY(st);
 
-    strbuf b = {0};
-    ps_sb_addf(&b, "COPY \"%s\" (", s->table);
+    kl_strbuf b = {0};
+    kl_strbuf_addf(&b, "COPY \"%s\" (", s->table);
     ps_add_column_list(&b, s);
-    ps_sb_add(&b, ") FROM STDIN");
+    kl_strbuf_add(&b, ") FROM STDIN");
     if (b.oom) {
         free(b.p);
         return kl_seterr(KL_ENOMEM, "building COPY");
@@ -133,23 +133,23 @@ kl_status ps_pg_open(kl_prediction_sink *s, const char *conninfo, int resume) {
  * rows far faster than one INSERT per row. */
 kl_status ps_pg_write(kl_prediction_sink *s, int64_t first, int64_t rows, const float *out) {
     int C = s->n_classes ? s->n_classes : 1;
-    strbuf *b = &s->copy;
+    kl_strbuf *b = &s->copy;
     b->len = 0;
     if (b->p) b->p[0] = '\0';
-    strbuf tail = {0};
-    ps_sb_add(&tail, "\t");
+    kl_strbuf tail = {0};
+    kl_strbuf_add(&tail, "\t");
     sb_add_copy_field(&tail, s->model);
-    ps_sb_add(&tail, "\t");
+    kl_strbuf_add(&tail, "\t");
     sb_add_copy_field(&tail, s->digest);
-    ps_sb_addf(&tail, "\t%s\n", s->stamp);
+    kl_strbuf_addf(&tail, "\t%s\n", s->stamp);
     for (int64_t r = 0; r < rows && !tail.oom; r++) {
         const float *row = out + r * C;
         char pred[32];
-        ps_sb_addf(b, "%lld\t", (long long)(first + r));
+        kl_strbuf_addf(b, "%lld\t", (long long)(first + r));
         sb_add_copy_field(b, ps_row_prediction(s, row, pred, sizeof pred));
         for (int c = 0; c < s->n_classes; c++)
-            ps_sb_addf(b, "\t%.9g", (double)row[c]);
-        ps_sb_addn(b, tail.p, tail.len);
+            kl_strbuf_addf(b, "\t%.9g", (double)row[c]);
+        kl_strbuf_addn(b, tail.p, tail.len);
     }
     int oom = b->oom || tail.oom;
     free(tail.p);

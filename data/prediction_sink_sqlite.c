@@ -73,13 +73,13 @@ kl_status ps_sqlite_open(kl_prediction_sink *s, const char *path, int resume) {
     sqlite3_finalize(st);
     KL_TRY(status);
 
-    strbuf b = {0};
-    ps_sb_addf(&b, "INSERT INTO \"%s\" (", s->table);
+    kl_strbuf b = {0};
+    kl_strbuf_addf(&b, "INSERT INTO \"%s\" (", s->table);
     ps_add_column_list(&b, s);
-    ps_sb_add(&b, ") VALUES (");
+    kl_strbuf_add(&b, ") VALUES (");
     for (int i = 0; i < s->n_cols; i++)
-        ps_sb_addf(&b, "%s?%d", i ? ", " : "", i + 1);
-    ps_sb_add(&b, ")");
+        kl_strbuf_addf(&b, "%s?%d", i ? ", " : "", i + 1);
+    kl_strbuf_add(&b, ")");
     if (b.oom) {
         free(b.p);
         return kl_seterr(KL_ENOMEM, "building INSERT");

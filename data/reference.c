@@ -87,10 +87,16 @@ static void column_fit(const float *s, int64_t n, kl_ref_column *c) {
     c->n_edges = 0;
     for (int k = 10; k <= 90; k += 10)
         if (c->n_edges == 0 || c->q[k] > c->edges[c->n_edges - 1]) c->edges[c->n_edges++] = c->q[k];
+    kl_ref_bin_fractions(c, s, n, c->fractions);
+    for (int i = 0; i <= c->n_edges; i++)
+        c->fractions[i] = round7(c->fractions[i]);
+}
+
+void kl_ref_bin_fractions(const kl_ref_column *c, const float *sorted, int64_t n, double *out) {
     int64_t below = 0;
     for (int i = 0; i <= c->n_edges; i++) {
-        int64_t upto = i < c->n_edges ? count_le(s, n, c->edges[i]) : n;
-        c->fractions[i] = round7((double)(upto - below) / (double)n);
+        int64_t upto = i < c->n_edges ? count_le(sorted, n, c->edges[i]) : n;
+        out[i] = (double)(upto - below) / (double)n;
         below = upto;
     }
 }

@@ -76,6 +76,9 @@ void kl_reference_free(kl_reference *ref);
 /* The right-closed PSI bin of v: the number of edges strictly below v (0 .. n_edges). */
 int kl_ref_bin(const kl_ref_column *c, double v);
 
+/* The fraction of sorted[0..n) (ascending, n > 0) in each of c's bins: out[0..n_edges]. */
+void kl_ref_bin_fractions(const kl_ref_column *c, const float *sorted, int64_t n, double *out);
+
 /* The reference CDF: piecewise linear through (q[k], k/100), 0 below q[0], 1 from q[100] on.
  * Where quantiles tie (q[a] == ... == q[b]) it jumps there; kl_ref_cdf is right-continuous
  * (F(v) = b/100 at the tie), kl_ref_cdf_left is the limit from below (a/100). */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "runtime/fileio.h"
+#include "runtime/svg.h"
 
 static const char *const cls_files[] = {"report.json", "report.md", "confusion.svg", "roc.svg",
                                         NULL};
@@ -216,56 +217,8 @@ char *kl_eval_report_markdown(const kl_eval_result *r, const kl_eval_meta *meta)
 
 /* --- SVG ------------------------------------------------------------------------------------ */
 
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        case '\'':
-            fputs("&apos;", f);
-            break;
-        default:
-            /* Control characters are not allowed in XML 1.0. */
-            if ((unsigned char)*s >= 0x20 || *s == '\t' || *s == '\n') fputc(*s, f);
-        }
-    }
-}
-
 static const char *const palette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
-
-/* Closes the stream; open_memstream sets *text only then, so it is read after fclose. */
-static char *finish(FILE *f, char **text) {
-    fputs("</svg>\n", f);
-    if (fclose(f)) {
-        free(*text);
-        return NULL;
-    }
-    return *text;
-}
-
-static FILE *svg_begin(char **text, size_t *len, double w, double h, const char *title) {
-    FILE *f = open_memstream(text, len);
-    if (!f) return NULL;
-    fprintf(f,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">%s</text>\n",
-            w, h, w, h, w / 2, title);
-    return f;
-}
 
 char *kl_eval_svg_confusion(const kl_eval_result *r) {
     if (r->task != KL_TASK_CLASSIFICATION) return NULL;
@@ -274,7 +227,7 @@ char *kl_eval_svg_confusion(const kl_eval_result *r) {
     double W = fmax(L + cell * C + 30, 420), H = T + cell * C + 90;
     char *text = NULL, buf[16];
     size_t len = 0;
-    FILE *f = svg_begin(&text, &len, W, H, "Confusion matrix (rows: true, columns: predicted)");
+    FILE *f = kl_svg_begin(&text, &len, W, H, "Confusion matrix (rows: true, columns: predicted)");
     if (!f) return NULL;
     for (int c = 0; c < C; c++) {
         int64_t row = r->support[c];
@@ -287,9 +240,9 @@ char *kl_eval_svg_confusion(const kl_eval_result *r) {
                     "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
                     "fill=\"rgb(%d,%d,255)\" stroke=\"#ccc\"><title>true ",
                     L + k * cell, T + c * cell, cell, cell, g, g);
-            xml_text(f, class_name(r, c, buf));
+            kl_svg_text(f, class_name(r, c, buf));
             fputs(", predicted ", f);
-            xml_text(f, class_name(r, k, buf));
+            kl_svg_text(f, class_name(r, k, buf));
             fprintf(f, ": %lld</title></rect>\n", (long long)v);
             if (cell >= 18)
                 fprintf(f,
@@ -300,13 +253,13 @@ char *kl_eval_svg_confusion(const kl_eval_result *r) {
         }
         fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" dominant-baseline=\"middle\">",
                 L - 6, T + (c + 0.5) * cell);
-        xml_text(f, class_name(r, c, buf));
+        kl_svg_text(f, class_name(r, c, buf));
         fputs("</text>\n", f);
         fprintf(f,
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" "
                 "transform=\"rotate(-45 %.1f %.1f)\">",
                 L + (c + 0.5) * cell, T + C * cell + 14, L + (c + 0.5) * cell, T + C * cell + 14);
-        xml_text(f, class_name(r, c, buf));
+        kl_svg_text(f, class_name(r, c, buf));
         fputs("</text>\n", f);
     }
     fprintf(f,
@@ -314,7 +267,7 @@ char *kl_eval_svg_confusion(const kl_eval_result *r) {
             "<text x=\"14\" y=\"%.1f\" text-anchor=\"middle\" "
             "transform=\"rotate(-90 14 %.1f)\">true class</text>\n",
             L + C * cell / 2, H - 10, T + C * cell / 2, T + C * cell / 2);
-    return finish(f, &text);
+    return kl_svg_end(f, &text);
 }
 
 char *kl_eval_svg_roc(const kl_eval_result *r) {
@@ -324,7 +277,7 @@ char *kl_eval_svg_roc(const kl_eval_result *r) {
     double W = L + S + 20 + legend, H = T + S + 50;
     char *text = NULL, buf[16];
     size_t len = 0;
-    FILE *f = svg_begin(&text, &len, W, H, "ROC curves (one class against the rest)");
+    FILE *f = kl_svg_begin(&text, &len, W, H, "ROC curves (one class against the rest)");
     if (!f) return NULL;
     fprintf(f,
             "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
@@ -351,7 +304,7 @@ char *kl_eval_svg_roc(const kl_eval_result *r) {
         double ly = T + 10 + 18 * c;
         if (ly < T + S) {
             fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" fill=\"%s\">", L + S + 20, ly, color);
-            xml_text(f, class_name(r, c, buf));
+            kl_svg_text(f, class_name(r, c, buf));
             if (isnan(r->auc[c]))
                 fputs(" (AUC undefined)</text>\n", f);
             else
@@ -367,7 +320,7 @@ char *kl_eval_svg_roc(const kl_eval_result *r) {
         free(x);
         free(y);
     }
-    return finish(f, &text);
+    return kl_svg_end(f, &text);
 }
 
 char *kl_eval_svg_predicted_vs_true(const kl_eval_result *r) {
@@ -383,7 +336,7 @@ char *kl_eval_svg_predicted_vs_true(const kl_eval_result *r) {
     if (!(hi > lo)) lo -= 1, hi += 1;
     char *text = NULL;
     size_t len = 0;
-    FILE *f = svg_begin(&text, &len, W, H, "Predicted against true values");
+    FILE *f = kl_svg_begin(&text, &len, W, H, "Predicted against true values");
     if (!f) return NULL;
     fprintf(f,
             "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
@@ -398,7 +351,7 @@ char *kl_eval_svg_predicted_vs_true(const kl_eval_result *r) {
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2\" fill=\"#1f77b4\" opacity=\"0.6\"/>\n",
                 L + (r->targets[i] - lo) / (hi - lo) * S,
                 T + S - (r->pred[i] - lo) / (hi - lo) * S);
-    return finish(f, &text);
+    return kl_svg_end(f, &text);
 }
 
 /* --- files and terminal --------------------------------------------------------------------- */

@@ -21,19 +21,6 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Values of s[0..n) (ascending) that are <= e. */
-static int64_t count_le(const float *s, int64_t n, double e) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if ((double)s[mid] <= e)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* sup |F_window − F_ref| for sorted values s[0..m), m >= 1. F_window is a step function and
  * F_ref non-decreasing, so the sup is approached at each distinct value v: from above at v
  * (F_window = #{<= v}/m against F_ref(v)) and from below (#{< v}/m against F_ref(v−)). */
@@ -63,12 +50,7 @@ int64_t kl_drift_column(const kl_ref_column *c, float *v, int64_t n, double *psi
     }
     qsort(v, (size_t)m, sizeof *v, cmp_float);
     double actual[KL_REF_MAX_EDGES + 1];
-    int64_t below = 0;
-    for (int b = 0; b <= c->n_edges; b++) {
-        int64_t upto = b < c->n_edges ? count_le(v, m, c->edges[b]) : m;
-        actual[b] = (double)(upto - below) / (double)m;
-        below = upto;
-    }
+    kl_ref_bin_fractions(c, v, m, actual);
     *psi = kl_drift_psi(c->fractions, actual, c->n_edges + 1);
     *ks = ks_sorted(c, v, m);
     return m;
@@ -122,18 +104,13 @@ kl_status kl_drift_window_create(const kl_reference *ref, int64_t capacity, kl_d
     w->pred = malloc((size_t)capacity * sizeof(float));
     w->snap_pred = malloc((size_t)capacity * sizeof(float));
     w->col = malloc((size_t)capacity * sizeof(float));
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->compute_mu, NULL);
     if (!w->x || !w->snap_x || !w->pred || !w->snap_pred || !w->col) {
-        free(w->x);
-        free(w->snap_x);
-        free(w->pred);
-        free(w->snap_pred);
-        free(w->col);
-        free(w);
+        kl_drift_window_free(w);
         return kl_seterr(KL_ENOMEM, "drift window of %lld rows x %d features", (long long)capacity,
                          ref->n_features);
     }
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_mutex_init(&w->compute_mu, NULL);
     *out = w;
     return KL_OK;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "runtime/fileio.h"
+#include "runtime/svg.h"
 
 static const char *feature_name(const kl_drift_report *r, int j, char buf[24]) {
     if (r->feature_names && r->feature_names[j]) return r->feature_names[j];
@@ -109,52 +110,6 @@ char *kl_drift_report_json(const kl_drift_report *r) {
 /* --- SVG ---------------------------------------------------------------------------------------
  */
 
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '<':
-            fputs("&lt;", f);
-            break;
-        case '>':
-            fputs("&gt;", f);
-            break;
-        case '&':
-            fputs("&amp;", f);
-            break;
-        case '"':
-            fputs("&quot;", f);
-            break;
-        default:
-            if ((unsigned char)*s >= 0x20 || *s == '\t') fputc(*s, f); /* XML 1.0 forbids others */
-        }
-    }
-}
-
-static FILE *svg_begin(char **text, size_t *len, double w, double h, const char *title) {
-    FILE *f = open_memstream(text, len);
-    if (!f) return NULL;
-    fprintf(f,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">",
-            w, h, w, h, w / 2);
-    xml_text(f, title);
-    fputs("</text>\n", f);
-    return f;
-}
-
-/* Closes the stream; open_memstream sets *text only then. */
-static char *svg_end(FILE *f, char **text) {
-    fputs("</svg>\n", f);
-    if (fclose(f)) {
-        free(*text);
-        return NULL;
-    }
-    return *text;
-}
-
 /* A y axis from 0 to top over [y0 (bottom), y0 - h], with 5 ticks and light grid lines. */
 static void y_axis(FILE *f, double L, double R, double y0, double h, double top) {
     for (int t = 0; t <= 4; t++) {
@@ -179,7 +134,7 @@ char *kl_drift_svg_psi(const kl_drift_report *r) {
     char *text = NULL, title[128], buf[24];
     size_t len = 0;
     snprintf(title, sizeof title, "PSI per feature (%lld rows)", (long long)res->rows);
-    FILE *f = svg_begin(&text, &len, W, H, title);
+    FILE *f = kl_svg_begin(&text, &len, W, H, title);
     if (!f) return NULL;
     y_axis(f, L, R, B, B - T, top);
     double bw = (R - L) / (d > 0 ? d : 1);
@@ -194,7 +149,7 @@ char *kl_drift_svg_psi(const kl_drift_report *r) {
                 "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\">"
                 "<title>",
                 L + j * bw, B - h, bw > 2 ? bw * 0.85 : bw, h, color);
-        xml_text(f, feature_name(r, j, buf));
+        kl_svg_text(f, feature_name(r, j, buf));
         fprintf(f, ": PSI %.4f, KS %.4f</title></rect>\n", p, res->ks[j]);
         if (p > top && d <= 60)
             fprintf(
@@ -222,14 +177,14 @@ char *kl_drift_svg_psi(const kl_drift_report *r) {
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" "
                 "transform=\"rotate(-40 %.1f %.1f)\">",
                 x, B + 14, x, B + 14);
-        xml_text(f, d <= 30 ? feature_name(r, j, buf) : (snprintf(buf, 24, "%d", j), buf));
+        kl_svg_text(f, d <= 30 ? feature_name(r, j, buf) : (snprintf(buf, 24, "%d", j), buf));
         fputs("</text>\n", f);
     }
     fprintf(f,
             "<text x=\"18\" y=\"%.1f\" transform=\"rotate(-90 18 %.1f)\" "
             "text-anchor=\"middle\">PSI</text>\n",
             (T + B) / 2, (T + B) / 2);
-    return svg_end(f, &text);
+    return kl_svg_end(f, &text);
 }
 
 char *kl_drift_svg_prediction(const kl_drift_report *r) {
@@ -243,7 +198,7 @@ char *kl_drift_svg_prediction(const kl_drift_report *r) {
                  res->prediction_psi);
     else
         snprintf(title, sizeof title, "Predictions: no prediction drift available");
-    FILE *f = svg_begin(&text, &len, W, H, title);
+    FILE *f = kl_svg_begin(&text, &len, W, H, title);
     if (!f) return NULL;
     double top = 0;
     for (int b = 0; b < k; b++)
@@ -266,7 +221,7 @@ char *kl_drift_svg_prediction(const kl_drift_report *r) {
                 "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" "
                 "transform=\"rotate(-30 %.1f %.1f)\">",
                 cx, B + 14, cx, B + 14);
-        xml_text(f, bin_name(r, b, buf));
+        kl_svg_text(f, bin_name(r, b, buf));
         fputs("</text>\n", f);
     }
     fprintf(f,
@@ -279,7 +234,7 @@ char *kl_drift_svg_prediction(const kl_drift_report *r) {
             "<text x=\"18\" y=\"%.1f\" transform=\"rotate(-90 18 %.1f)\" "
             "text-anchor=\"middle\">fraction of rows</text>\n",
             (T + B) / 2, (T + B) / 2);
-    return svg_end(f, &text);
+    return kl_svg_end(f, &text);
 }
 
 /* --- report.html -------------------------------------------------------------------------------
@@ -310,7 +265,7 @@ static void feature_row(FILE *f, const kl_drift_report *r, int j) {
     char buf[24];
     const kl_drift_result *res = r->res;
     fprintf(f, "<tr%s><td>%d</td><td>", level(res->psi[j]), j);
-    xml_text(f, feature_name(r, j, buf));
+    kl_svg_text(f, feature_name(r, j, buf));
     fputs("</td>", f);
     html_num(f, res->psi[j]);
     html_num(f, res->ks[j]);
@@ -337,9 +292,9 @@ char *kl_drift_report_html(const kl_drift_report *r) {
           "tr.large{background:#ffebee}.note{color:#666}\n</style></head><body>\n"
           "<h1>Drift report</h1>\n<p>Log <code>",
           f);
-    xml_text(f, r->log_path);
+    kl_svg_text(f, r->log_path);
     fputs("</code> against the reference profile of <code>", f);
-    xml_text(f, r->model_path);
+    kl_svg_text(f, r->model_path);
     fprintf(f, "</code> (%lld training rows).</p>\n", (long long)r->ref->rows);
     fprintf(f,
             "<table><tr><th>rows in the window</th><td>%lld</td></tr>\n"

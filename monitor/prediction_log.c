@@ -12,6 +12,7 @@
 
 #include "data/prediction_sink.h" /* kl_db_target_parse: the database target syntax */
 #include "monitor/prediction_log_impl.h"
+#include "serving/model_manager.h" /* kl_request_id_hash: the canary split's hash */
 
 #define PL_SQL_BATCH 512 /* records per transaction at most */
 
@@ -29,98 +30,52 @@ kl_prediction_log_opts kl_prediction_log_defaults(void) {
 
 /* --- text ----------------------------------------------------------------------------------- */
 
-void pl_buf_addn(pl_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (b->len + n + 1 > cap)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void pl_buf_add(pl_buf *b, const char *s) {
-    pl_buf_addn(b, s, strlen(s));
-}
-
-void pl_buf_addf(pl_buf *b, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        pl_buf_addn(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    pl_buf_addn(b, big, (size_t)n);
-    free(big);
-}
-
-void pl_buf_add_json_string(pl_buf *b, const char *s) {
-    pl_buf_add(b, "\"");
+void pl_json_string(kl_strbuf *b, const char *s) {
+    kl_strbuf_add(b, "\"");
     const char *run = s;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        pl_buf_addn(b, run, (size_t)(s - run));
+        kl_strbuf_addn(b, run, (size_t)(s - run));
         if (c == '"' || c == '\\')
-            pl_buf_addf(b, "\\%c", c);
+            kl_strbuf_addf(b, "\\%c", c);
         else if (c == '\n')
-            pl_buf_add(b, "\\n");
+            kl_strbuf_add(b, "\\n");
         else
-            pl_buf_addf(b, "\\u%04x", c);
+            kl_strbuf_addf(b, "\\u%04x", c);
         run = s + 1;
     }
-    pl_buf_addn(b, run, (size_t)(s - run));
-    pl_buf_add(b, "\"");
+    kl_strbuf_addn(b, run, (size_t)(s - run));
+    kl_strbuf_add(b, "\"");
 }
 
 /* A float as JSON: 9 significant digits (a float32 read back is the same value); null for NaN
  * and infinities, which JSON cannot write. */
-static void add_float(pl_buf *b, float v) {
+static void add_float(kl_strbuf *b, float v) {
     if (!isfinite(v))
-        pl_buf_add(b, "null");
+        kl_strbuf_add(b, "null");
     else
-        pl_buf_addf(b, "%.9g", (double)v);
+        kl_strbuf_addf(b, "%.9g", (double)v);
 }
 
-void pl_json_matrix(pl_buf *b, const float *x, int64_t rows, int64_t cols) {
-    pl_buf_add(b, "[");
+void pl_json_matrix(kl_strbuf *b, const float *x, int64_t rows, int64_t cols) {
+    kl_strbuf_add(b, "[");
     for (int64_t r = 0; r < rows; r++) {
-        pl_buf_add(b, r ? ",[" : "[");
+        kl_strbuf_add(b, r ? ",[" : "[");
         for (int64_t c = 0; c < cols; c++) {
-            if (c) pl_buf_add(b, ",");
+            if (c) kl_strbuf_add(b, ",");
             add_float(b, x[r * cols + c]);
         }
-        pl_buf_add(b, "]");
+        kl_strbuf_add(b, "]");
     }
-    pl_buf_add(b, "]");
+    kl_strbuf_add(b, "]");
 }
 
-void pl_json_labels(pl_buf *b, const int64_t *l, int64_t n) {
-    pl_buf_add(b, "[");
+void pl_json_labels(kl_strbuf *b, const int64_t *l, int64_t n) {
+    kl_strbuf_add(b, "[");
     for (int64_t i = 0; i < n; i++)
-        pl_buf_addf(b, "%s%lld", i ? "," : "", (long long)l[i]);
-    pl_buf_add(b, "]");
+        kl_strbuf_addf(b, "%s%lld", i ? "," : "", (long long)l[i]);
+    kl_strbuf_add(b, "]");
 }
 
 void pl_time_text(int64_t ms, char out[32]) {
@@ -232,19 +187,9 @@ static void enqueue(kl_prediction_log *l, int type, const char *id, const char *
     pthread_mutex_unlock(&l->mu);
 }
 
-/* The sampling hash: FNV-1a, then splitmix64's finaliser (as the model manager's canary). */
-static uint64_t id_hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-    return h ^ (h >> 31);
-}
-
 void kl_prediction_log_record(kl_prediction_log *l, const kl_prediction *p) {
     if (p->classes) pl_join_add(l, p);
-    if (l->sample_all || (l->sample_cut && id_hash(p->request_id) < l->sample_cut))
+    if (l->sample_all || (l->sample_cut && kl_request_id_hash(p->request_id) < l->sample_cut))
         enqueue(l, PL_PREDICTION, p->request_id, p->model, p->version, p->rows, p->inputs,
                 p->n_features, p->outputs, p->n_outputs, NULL);
     else
@@ -328,28 +273,28 @@ static kl_status jsonl_open(kl_prediction_log *l) {
 
 /* The JSON line of a record, without the newline, into l->line. */
 static void format_record(kl_prediction_log *l, const pl_record *r) {
-    pl_buf *b = &l->line;
+    kl_strbuf *b = &l->line;
     b->len = 0;
     b->oom = 0;
     char t[32];
     pl_time_text(r->time_ms, t);
-    pl_buf_addf(b, "{\"type\":\"%s\",\"time\":\"%s\",\"request_id\":",
-                r->type == PL_PREDICTION ? "prediction" : "feedback", t);
-    pl_buf_add_json_string(b, r->id);
-    pl_buf_add(b, ",\"model\":");
-    pl_buf_add_json_string(b, r->model);
-    pl_buf_add(b, ",\"version\":");
-    pl_buf_add_json_string(b, r->version);
+    kl_strbuf_addf(b, "{\"type\":\"%s\",\"time\":\"%s\",\"request_id\":",
+                   r->type == PL_PREDICTION ? "prediction" : "feedback", t);
+    pl_json_string(b, r->id);
+    kl_strbuf_add(b, ",\"model\":");
+    pl_json_string(b, r->model);
+    kl_strbuf_add(b, ",\"version\":");
+    pl_json_string(b, r->version);
     if (r->type == PL_PREDICTION) {
-        pl_buf_add(b, ",\"inputs\":");
+        kl_strbuf_add(b, ",\"inputs\":");
         pl_json_matrix(b, r->inputs, r->rows, r->n_features);
-        pl_buf_add(b, ",\"outputs\":");
+        kl_strbuf_add(b, ",\"outputs\":");
         pl_json_matrix(b, r->outputs, r->rows, r->n_outputs);
     } else {
-        pl_buf_add(b, ",\"labels\":");
+        kl_strbuf_add(b, ",\"labels\":");
         pl_json_labels(b, r->labels, r->rows);
     }
-    pl_buf_add(b, "}");
+    kl_strbuf_add(b, "}");
 }
 
 static kl_status jsonl_write(kl_prediction_log *l, const pl_record *r) {

@@ -112,7 +112,7 @@ kl_status pl_db_write(kl_prediction_log *l, const pl_record *r) {
     KL_TRY(begin(l));
     char t[32];
     pl_time_text(r->time_ms, t);
-    pl_buf in = {0}, out = {0}, lab = {0};
+    kl_strbuf in = {0}, out = {0}, lab = {0};
     int pred = r->type == PL_PREDICTION;
     if (pred) {
         pl_json_matrix(&in, r->inputs, r->rows, r->n_features);

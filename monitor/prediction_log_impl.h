@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
+#include "runtime/strbuf.h"
 #include "monitor/prediction_log.h"
 
 #define PL_MAX_MODELS 64 /* models with their own counters; more share the last slot */
@@ -20,19 +21,8 @@
 enum { PL_PREDICTION = 0, PL_FEEDBACK = 1 };
 enum { PL_SINK_JSONL, PL_SINK_SQLITE, PL_SINK_PG };
 
-/* A growable text buffer; oom is set (and text stops growing) when an allocation fails. */
-typedef struct {
-    char *p;    /* NUL-terminated text, owned */
-    size_t len; /* bytes before the NUL */
-    size_t cap; /* bytes allocated */
-    int oom;    /* an allocation failed */
-} pl_buf;
-
-void pl_buf_addn(pl_buf *b, const char *s, size_t n);
-void pl_buf_add(pl_buf *b, const char *s);
-void pl_buf_addf(pl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string, quotes included. */
-void pl_buf_add_json_string(pl_buf *b, const char *s);
+void pl_json_string(kl_strbuf *b, const char *s);
 
 /* A record as the writer gets it out of the queue (pointers into the writer's scratch). */
 typedef struct {
@@ -127,13 +117,13 @@ struct kl_prediction_log {
     int in_tx;            /* SQL: a transaction is open */
     int tx_records;       /* SQL: records in it */
     int reported;         /* a sink error was printed (once per burst) */
-    pl_buf line;          /* the writer's text scratch */
+    kl_strbuf line;       /* the writer's text scratch */
     pl_join join;         /* feedback */
 };
 
 /* Formats r's "inputs"/"outputs"/"labels" arrays (JSON) into b. */
-void pl_json_matrix(pl_buf *b, const float *x, int64_t rows, int64_t cols);
-void pl_json_labels(pl_buf *b, const int64_t *l, int64_t n);
+void pl_json_matrix(kl_strbuf *b, const float *x, int64_t rows, int64_t cols);
+void pl_json_labels(kl_strbuf *b, const int64_t *l, int64_t n);
 /* "2026-11-28T19:30:00.123Z" */
 void pl_time_text(int64_t ms, char out[32]);
 

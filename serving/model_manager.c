@@ -414,8 +414,7 @@ static void fail_request(kl_model_manager *m, kl_oip_request *req, kl_infer_done
     kl_oip_request_free(req);
 }
 
-/* A 64-bit hash of a request id (FNV-1a, then mixed): the sticky canary split. */
-static uint64_t fnv1a(const char *s) {
+uint64_t kl_request_id_hash(const char *s) {
     uint64_t h = 1469598103934665603ULL;
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ULL;
@@ -429,7 +428,7 @@ static uint64_t fnv1a(const char *s) {
 /* Whether this request goes to the canary: by its id when it has one (the same id always takes
  * the same side), else by an even split of the arrival count. */
 static int canary_pick(mm_model *md, const char *id) {
-    if (id && *id) return (double)(fnv1a(id) >> 11) * 0x1.0p-53 < md->share;
+    if (id && *id) return (double)(kl_request_id_hash(id) >> 11) * 0x1.0p-53 < md->share;
     unsigned long long k = atomic_fetch_add(&md->routed, 1);
     return (unsigned long long)((double)(k + 1) * md->share) >
            (unsigned long long)((double)k * md->share);

@@ -84,6 +84,10 @@ kl_status kl_model_manager_create(const kl_model_manager_opts *opts, kl_model_ma
  * bundle that does not load. */
 kl_status kl_model_manager_add(kl_model_manager *m, const char *spec);
 
+/* A 64-bit hash of a request id (FNV-1a, then splitmix64's finaliser): what makes the canary
+ * split sticky per id, and the prediction log's sampling. */
+uint64_t kl_request_id_hash(const char *id);
+
 /* Sets the traffic policy of NAME: "canary" sends `share` (0..1) of the requests that name no
  * version to the challenger; "shadow" copies each such request to the challenger; "none" drops
  * the challenger. The challenger is a spec as for _add ("models:/NAME@challenger", a folder) or,

@@ -35,6 +35,7 @@ struct kl_http {
     uint64_t rng;                   /* xorshift state for the jitter */
     int status;                     /* HTTP status of the last try, 0 if none */
     char error_code[64];            /* MLflow error_code of the last answer */
+    char peer[32];                  /* what the server is, in messages ("MLflow") */
     double retry_after_s;           /* Retry-After of the last answer, -1 if none */
     char curl_err[CURL_ERROR_SIZE]; /* libcurl's detail for the last transport error */
 };
@@ -157,6 +158,7 @@ kl_status kl_http_open(const kl_http_opts *o, kl_http **out) {
     if (!h) return kl_seterr(KL_ENOMEM, "allocating an HTTP client");
     h->curl = curl_easy_init();
     h->base = strdup(o->base ? o->base : "");
+    snprintf(h->peer, sizeof h->peer, "%s", o->peer ? o->peer : "MLflow");
     h->username = o->username && o->password ? dup_or_null(o->username) : NULL;
     h->password = o->username && o->password ? strdup(o->password) : NULL;
     if (!h->username && o->token && *o->token) {
@@ -376,7 +378,7 @@ static kl_status answer_error(kl_http *h, const char *what, const char *body, in
             "or MLFLOW_TRACKING_TOKEN, and the user's permissions) (%s)",
             h->base, text[0] ? text : "forbidden", what);
     else
-        r = kl_seterr(kind, "MLflow %d%s%s: %s (%s%s)", s, code ? " " : "", code ? code : "",
+        r = kl_seterr(kind, "%s %d%s%s: %s (%s%s)", h->peer, s, code ? " " : "", code ? code : "",
                       text[0] ? text : "(no message)", what, tries_txt);
     cJSON_Delete(j);
     return r;
@@ -480,7 +482,7 @@ static kl_status request(kl_http *h, req_kind kind, const char *method, const ch
             result = kl_seterr(KL_EIO, "reading the upload failed (%s)", what);
         } else {
             retry = before_request(h->curl, rc) || ((flags & KL_HTTP_IDEMPOTENT) && midway(rc));
-            result = kl_seterr(KL_EIO, "cannot reach MLflow at %s: %s (%s; %d %s)", h->base,
+            result = kl_seterr(KL_EIO, "cannot reach %s at %s: %s (%s; %d %s)", h->peer, h->base,
                                h->curl_err[0] ? h->curl_err : curl_easy_strerror(rc), what,
                                attempt + 1, attempt ? "tries" : "try");
         }

@@ -33,6 +33,7 @@ typedef struct {
     int max_retries;         /* retries after the first try */
     double backoff_base_s;   /* first backoff, doubled each retry, +-50% jitter */
     double backoff_max_s;    /* cap on one computed backoff */
+    const char *peer;        /* what the server is, for messages (NULL: "MLflow") */
 } kl_http_opts;
 
 enum {
