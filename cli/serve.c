@@ -13,6 +13,7 @@
 #include "kernels/ops.h"            /* kl_cpu_set_threads */
 #include "serving/grpc_server.h"    /* the gRPC front end */
 #include "serving/http_server.h"    /* the HTTP front end */
+#include "monitor/drift_monitor.h"  /* --drift-window: live drift gauges */
 #include "monitor/prediction_log.h" /* --prediction-log and feedback */
 #include "serving/model_manager.h"  /* the models, batchers and traffic */
 
@@ -35,6 +36,7 @@ static void usage(FILE *f) {
         "                   [--prediction-log-sample 1] [--prediction-log-queue-kb 65536]\n"
         "                   [--prediction-log-file-kb 65536] [--prediction-log-files 10]\n"
         "                   [--feedback-join-rows 100000] [--accuracy-window 1000]]\n"
+        "                  [--drift-window 1000] [--drift-interval 10]\n"
         "\n"
         "Serves classification bundles over gRPC, speaking the Open Inference Protocol\n"
         "(inference.GRPCInferenceService, as Triton does: tritonclient and perf_analyzer work\n"
@@ -72,6 +74,14 @@ static void usage(FILE *f) {
         "HTTP port, or `kiln feedback FILE`. Labels join the last --feedback-join-rows predicted\n"
         "rows and give kiln_live_accuracy{model,version,window} over the last\n"
         "--accuracy-window labelled rows and since start (window=\"all\").\n"
+        "Drift: for each version whose bundle has a reference profile of its training data,\n"
+        "the last --drift-window answered rows (as sent; 0: off) are compared with it every\n"
+        "--drift-interval seconds (fractions allowed), off the request path, and published on\n"
+        "/metrics: kiln_drift_psi_max, kiln_drift_ks_max, kiln_drift_prediction_psi and\n"
+        "kiln_drift_window_rows {model,version}, and kiln_drift_psi{model,version,feature} for\n"
+        "the 10 features with the largest PSI only (to bound the series). PSI < 0.1 is\n"
+        "stable, > 0.25 a large shift; the numbers are those of `kiln monitor report` on the\n"
+        "same rows. A bundle without a profile gets no gauges (a notice says so).\n"
         "SIGTERM or SIGINT stops it cleanly.\n");
 }
 
@@ -152,6 +162,7 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_http_server_opts ho = kl_http_server_defaults();
     kl_model_manager_opts mo = kl_model_manager_defaults();
     kl_prediction_log_opts lo = kl_prediction_log_defaults();
+    kl_drift_monitor_opts dmo = kl_drift_monitor_defaults();
     const char **models = calloc((size_t)argc, sizeof *models);
     traffic_arg *traffic = calloc((size_t)argc, sizeof *traffic);
     char **owned = calloc((size_t)argc, sizeof *owned);
@@ -277,6 +288,13 @@ int kl_cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--accuracy-window")) {
             lo.accuracy_window = (int)n;
             bad = n < 1 || n > 10000000;
+        } else if (!strcmp(a, "--drift-window")) {
+            dmo.window_rows = n;
+            bad = n < 0 || n > 100000000;
+        } else if (!strcmp(a, "--drift-interval")) {
+            char *end;
+            dmo.interval_s = strtod(v, &end);
+            bad = *end || !(dmo.interval_s >= 0.01 && dmo.interval_s <= 86400);
         } else if (!strcmp(a, "--device")) {
             mo.device = v;
         } else if (!strcmp(a, "--tls-cert")) {
@@ -318,12 +336,17 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_grpc_server *grpc = NULL;
     kl_http_server *http = NULL;
     kl_prediction_log *plog = NULL;
+    kl_drift_monitor *drift = NULL;
     int port = 0, hport = 0;
     if (kl_model_manager_create(&mo, &mgr) != KL_OK) goto fail;
     if (lo.dest) {
         if (kl_prediction_log_create(&lo, kl_model_manager_metrics(mgr), &plog) != KL_OK) goto fail;
         if (kl_model_manager_observe(mgr, log_prediction, plog, 1) != KL_OK) goto fail;
     }
+    /* Before the models load, so each gets its window as it does. */
+    if (dmo.window_rows > 0 &&
+        kl_drift_monitor_create(&dmo, kl_model_manager_metrics(mgr), mgr, &drift) != KL_OK)
+        goto fail;
     for (int i = 0; i < n_models; i++)
         if (kl_model_manager_add(mgr, models[i]) != KL_OK) goto fail;
     for (int i = 0; i < n_traffic; i++)
@@ -364,6 +387,7 @@ cleanup:
      * writes what it holds, then the manager (whose registry holds the log's metrics) goes. */
     kl_prediction_log_free(plog);
     kl_model_manager_free(mgr);
+    kl_drift_monitor_free(drift); /* after the manager: freeing versions closes their windows */
 done:
     for (int i = 0; i < n_owned; i++)
         free(owned[i]);

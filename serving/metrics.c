@@ -106,6 +106,10 @@ double kl_counter_get(const kl_counter *c) {
     return c ? bitsd(atomic_load_explicit(&((kl_counter *)c)->c.value, memory_order_relaxed)) : 0;
 }
 
+void kl_gauge_hide(kl_gauge *g, int hidden) {
+    if (g) atomic_store(&g->c.hidden, hidden ? 1 : 0);
+}
+
 double kl_gauge_get(const kl_gauge *g) {
     return g ? bitsd(atomic_load_explicit(&((kl_gauge *)g)->c.value, memory_order_relaxed)) : 0;
 }

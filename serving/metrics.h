@@ -68,6 +68,10 @@ double kl_gauge_get(const kl_gauge *g);
  * children of an unloaded version). Unknown names or labels are ignored. */
 void kl_metrics_remove(kl_metrics *r, const char *name, const char *label, const char *value);
 
+/* Hides one gauge child from rendering (hidden = 1) or shows it again (0), its value kept: for
+ * a child whose labels come and go, such as a top-N list. Lock-free. */
+void kl_gauge_hide(kl_gauge *g, int hidden);
+
 /* Appends the text exposition (version 0.0.4) of every family with a visible child: # HELP,
  * # TYPE, one line per child with escaped label values, and for histograms the cumulative
  * _bucket{le="..."} lines, _sum and _count. *buf is malloc'd and grown as needed (*len bytes

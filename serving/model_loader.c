@@ -107,12 +107,20 @@ kl_status mm_version_load(kl_model_manager *m, const char *model, const char *la
         return kl_seterr(KL_ENOMEM, "metrics: %s", kl_errmsg());
     }
     kl_batcher_observe(v->batcher, batch_observed, v);
+    mm_version_open_monitors(m, v, 0, atomic_load(&m->n_monitors));
     atomic_init(&v->refs, 1);
     pthread_mutex_lock(&m->hk_mu);
     m->live++;
     pthread_mutex_unlock(&m->hk_mu);
     *out = v;
     return KL_OK;
+}
+
+void mm_version_open_monitors(kl_model_manager *m, mm_version *v, int from, int to) {
+    for (int i = from; i < to; i++)
+        v->mon_state[i] =
+            m->monitors[i].open(m->monitor_ctx[i], v->model, v->label, v->bundle.reference_json,
+                                v->bundle.n_features, v->bundle.feature_names);
 }
 
 void mm_version_unref(kl_model_manager *m, mm_version *v) {
@@ -125,6 +133,8 @@ void mm_version_unref(kl_model_manager *m, mm_version *v) {
 }
 
 void mm_version_free(kl_model_manager *m, mm_version *v) {
+    for (int i = 0; i < KL_MAX_MONITORS; i++)
+        if (v->mon_state[i]) m->monitors[i].close(m->monitor_ctx[i], v->mon_state[i]);
     kl_batcher_free(v->batcher); /* its queue is empty: every request held a reference */
     kl_bundle_free(&v->bundle);
     free(v);

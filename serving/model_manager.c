@@ -395,6 +395,10 @@ static void route_done(void *user, const kl_oip_request *req, const kl_infer_res
     if (rc->done && res->code == KL_GRPC_OK)
         for (int i = 0; i < rc->m->n_observers; i++)
             rc->m->observers[i](rc->m->observer_ctx[i], req, res);
+    if (rc->done && res->code == KL_GRPC_OK)
+        for (int i = 0; i < KL_MAX_MONITORS; i++)
+            if (v->mon_state[i])
+                rc->m->monitors[i].observe(rc->m->monitor_ctx[i], v->mon_state[i], req, res);
     if (rc->done) rc->done(rc->user, req, res);
     if (rc->shadow) shadow_finish(rc->shadow, rc->side, res);
     mm_version_unref(rc->m, v);
@@ -541,6 +545,29 @@ kl_status kl_model_manager_observe(kl_model_manager *m, kl_infer_observer_fn fn,
     m->observers[m->n_observers] = fn;
     m->observer_ctx[m->n_observers++] = ctx;
     if (assign_ids) m->assign_ids = 1;
+    return KL_OK;
+}
+
+kl_status kl_model_manager_monitor(kl_model_manager *m, const kl_version_monitor *mon, void *ctx) {
+    if (!mon || !mon->open || !mon->observe || !mon->close)
+        return kl_seterr(KL_EINVAL, "model manager: a monitor needs open, observe and close");
+    /* load_mu keeps a loader from creating a version between the count and the sweep below;
+     * the write lock, requests from reading a state while it is set. */
+    pthread_mutex_lock(&m->load_mu);
+    int i = atomic_load(&m->n_monitors);
+    if (i >= KL_MAX_MONITORS) {
+        pthread_mutex_unlock(&m->load_mu);
+        return kl_seterr(KL_EINVAL, "model manager: more than %d monitors", KL_MAX_MONITORS);
+    }
+    m->monitors[i] = *mon;
+    m->monitor_ctx[i] = ctx;
+    pthread_rwlock_wrlock(&m->lock);
+    for (size_t k = 0; k < m->n; k++)
+        for (size_t j = 0; j < m->models[k]->nv; j++)
+            mm_version_open_monitors(m, m->models[k]->v[j], i, i + 1);
+    atomic_store(&m->n_monitors, i + 1);
+    pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_unlock(&m->load_mu);
     return KL_OK;
 }
 

@@ -157,6 +157,28 @@ typedef void (*kl_infer_observer_fn)(void *ctx, const kl_oip_request *req,
 kl_status kl_model_manager_observe(kl_model_manager *m, kl_infer_observer_fn fn, void *ctx,
                                    int assign_ids);
 
+/* A monitor keeps state per served version (a drift window, say): open is called once for each
+ * version that loads (and, at registration, for each one already loaded), off the request path,
+ * and returns the state (NULL: nothing to keep for this version); observe sees each request that
+ * version answered OK (shadow copies excluded) with that state, under the observer rules above;
+ * close is called once the version has left the table and its last request has finished (no
+ * observe can run on the state any more), on the manager's housekeeping thread or in _free.
+ * reference_json is the bundle's reference profile (NULL in older bundles) and feature_names its
+ * [n_features] names (NULL when it has none); both only for the call. */
+typedef struct {
+    void *(*open)(void *ctx, const char *model, const char *version, const char *reference_json,
+                  int n_features, char *const *feature_names);
+    void (*observe)(void *ctx, void *state, const kl_oip_request *req, const kl_infer_result *res);
+    void (*close)(void *ctx, void *state);
+} kl_version_monitor;
+
+#define KL_MAX_MONITORS 2
+
+/* Adds a monitor (hooks copied; ctx borrowed, it must outlive the manager's versions, i.e. be
+ * freed after kl_model_manager_free). Call before the front ends start; versions already loaded
+ * are opened here. */
+kl_status kl_model_manager_monitor(kl_model_manager *m, const kl_version_monitor *mon, void *ctx);
+
 /* The registry the manager's metrics live in (and /metrics renders), for other modules' metrics
  * that should appear on the same page. Owned by the manager: valid until _free. */
 kl_metrics *kl_model_manager_metrics(kl_model_manager *m);

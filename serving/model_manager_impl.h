@@ -23,24 +23,25 @@
 typedef struct mm_version mm_version;
 
 struct mm_version {
-    char model[128];          /* model name */
-    char label[32];           /* version as the protocol names it ("3") */
-    int64_t number;           /* the same, as a number (for ordering) */
-    char source[4096];        /* where it came from: a folder or a models:/NAME/N URI */
-    char fingerprint[128];    /* what identifies its files (to notice a rewrite) */
-    kl_bundle bundle;         /* weights, transform, labels */
-    kl_oip_model_sig sig;     /* what it takes and answers */
-    kl_batch_opts batch;      /* its batching */
-    kl_batcher *batcher;      /* its queue and instances */
-    atomic_int refs;          /* the table's + one per request in flight */
-    mm_version *next_retired; /* on the retired list */
-    kl_histogram *h_request;  /* request duration, s */
-    kl_histogram *h_queue;    /* queue duration, s */
-    kl_histogram *h_compute;  /* batch compute duration, s */
-    kl_histogram *h_batch;    /* batch size, rows */
-    kl_counter *c_success;    /* requests answered */
-    kl_counter *c_rows;       /* rows answered */
-    kl_counter *c_exec;       /* batches run */
+    char model[128];                  /* model name */
+    char label[32];                   /* version as the protocol names it ("3") */
+    int64_t number;                   /* the same, as a number (for ordering) */
+    char source[4096];                /* where it came from: a folder or a models:/NAME/N URI */
+    char fingerprint[128];            /* what identifies its files (to notice a rewrite) */
+    kl_bundle bundle;                 /* weights, transform, labels */
+    kl_oip_model_sig sig;             /* what it takes and answers */
+    kl_batch_opts batch;              /* its batching */
+    kl_batcher *batcher;              /* its queue and instances */
+    atomic_int refs;                  /* the table's + one per request in flight */
+    mm_version *next_retired;         /* on the retired list */
+    kl_histogram *h_request;          /* request duration, s */
+    kl_histogram *h_queue;            /* queue duration, s */
+    kl_histogram *h_compute;          /* batch compute duration, s */
+    kl_histogram *h_batch;            /* batch size, rows */
+    kl_counter *c_success;            /* requests answered */
+    kl_counter *c_rows;               /* rows answered */
+    kl_counter *c_exec;               /* batches run */
+    void *mon_state[KL_MAX_MONITORS]; /* each monitor's state for this version (or NULL) */
 };
 
 /* A version that is not serving: failed to load, or loading. */
@@ -103,6 +104,9 @@ struct kl_model_manager {
     kl_infer_observer_fn observers[KL_MAX_OBSERVERS]; /* see kl_model_manager_observe */
     void *observer_ctx[KL_MAX_OBSERVERS];             /* their contexts */
     int n_observers;                                  /* entries used */
+    kl_version_monitor monitors[KL_MAX_MONITORS];     /* see kl_model_manager_monitor */
+    void *monitor_ctx[KL_MAX_MONITORS];               /* their contexts */
+    atomic_int n_monitors;                            /* entries used */
     int assign_ids;              /* requests without an id get one (an observer asked) */
     atomic_ullong next_id;       /* counter of server-made request ids */
     unsigned long long id_epoch; /* start time (s), in server-made ids to keep them unique */
@@ -114,6 +118,9 @@ struct kl_model_manager {
 kl_status mm_version_load(kl_model_manager *m, const char *model, const char *label,
                           const char *dir, const char *source, const kl_batch_opts *opts,
                           mm_version **out);
+
+/* Opens every monitor's state for v (before it is installed). */
+void mm_version_open_monitors(kl_model_manager *m, mm_version *v, int from, int to);
 
 /* Drops one reference; the last one retires the version. */
 void mm_version_unref(kl_model_manager *m, mm_version *v);
