@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import FEATURES, REPO, KilnServe, run_kiln, train_classifier, write_dataset
+from conftest import FEATURES, REPO, KilnServe, _free_port, run_kiln, train_classifier, write_dataset
 
 tgrpc = pytest.importorskip(
     "tritonclient.grpc", reason="tritonclient is not installed (pip install 'tritonclient[grpc]')"
@@ -240,10 +240,24 @@ def test_blue_green_alias_switch(bundles, mlflow_server, tmp_path):
         assert s.stop() == 0
 
 
+def held(hport):
+    """Requests kiln serve has accepted: waiting in a queue or answered (from /metrics)."""
+    import urllib.request
+
+    page = urllib.request.urlopen(f"http://127.0.0.1:{hport}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in page.splitlines():
+        if line.startswith(("kiln_queue_requests{", "kiln_inference_requests_success_total{")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def test_sigterm_answers_queued_and_in_flight(bundles):
     a, _, x = bundles
     # A long queue delay keeps requests queued in the batcher when SIGTERM arrives.
-    s = KilnServe("--model", f"iris={a}", "--max-queue-delay-us", "300000", "--max-batch", "256")
+    hport = _free_port()
+    s = KilnServe("--model", f"iris={a}", "--max-queue-delay-us", "1000000", "--max-batch", "256",
+                  "--http-port", str(hport))
     c = tgrpc.InferenceServerClient(s.addr)
     results, lock, done = [], threading.Lock(), threading.Event()
 
@@ -257,7 +271,12 @@ def test_sigterm_answers_queued_and_in_flight(bundles):
         inp = tgrpc.InferInput("input", [1, FEATURES], "FP32")
         inp.set_data_from_numpy(x[i:i + 1])
         c.async_infer("iris", [inp], callback)
-    time.sleep(0.1)
+    # SIGTERM only once the server holds all 40 (queued or answered): a request still on the
+    # wire when the server says GOAWAY is the client's to retry, not one the server accepted.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and held(hport) < 40:
+        time.sleep(0.01)
+    assert held(hport) == 40
     s.proc.send_signal(signal.SIGTERM)
     assert done.wait(30)
     errors = [str(e) for _, e in results if e is not None]
