@@ -13,6 +13,7 @@
 #include "kernels/ops.h"            /* kl_cpu_set_threads */
 #include "serving/grpc_server.h"    /* the gRPC front end */
 #include "serving/http_server.h"    /* the HTTP front end */
+#include "monitor/alerts.h"         /* --alerts: rules, webhook, retraining */
 #include "monitor/drift_monitor.h"  /* --drift-window: live drift gauges */
 #include "monitor/prediction_log.h" /* --prediction-log and feedback */
 #include "serving/model_manager.h"  /* the models, batchers and traffic */
@@ -36,7 +37,7 @@ static void usage(FILE *f) {
         "                   [--prediction-log-sample 1] [--prediction-log-queue-kb 65536]\n"
         "                   [--prediction-log-file-kb 65536] [--prediction-log-files 10]\n"
         "                   [--feedback-join-rows 100000] [--accuracy-window 1000]]\n"
-        "                  [--drift-window 1000] [--drift-interval 10]\n"
+        "                  [--drift-window 1000] [--drift-interval 10] [--alerts RULES.yaml]\n"
         "\n"
         "Serves classification bundles over gRPC, speaking the Open Inference Protocol\n"
         "(inference.GRPCInferenceService, as Triton does: tritonclient and perf_analyzer work\n"
@@ -82,6 +83,12 @@ static void usage(FILE *f) {
         "the 10 features with the largest PSI only (to bound the series). PSI < 0.1 is\n"
         "stable, > 0.25 a large shift; the numbers are those of `kiln monitor report` on the\n"
         "same rows. A bundle without a profile gets no gauges (a notice says so).\n"
+        "Alerts: --alerts RULES.yaml holds rules (metric, comparison, threshold, for,\n"
+        "severity) the server evaluates against its own metrics; firing and resolved events\n"
+        "go to stderr and to a webhook (JSON POST, Slack-compatible), and a rule may start a\n"
+        "retraining (`kiln pipeline run ... --trigger ... --evidence FILE`, or a command) once\n"
+        "per episode. GET /alerts (HTTP) lists the active ones; /dashboard shows them. The\n"
+        "file's format is in monitor/alert_rules.h and the README.\n"
         "SIGTERM or SIGINT stops it cleanly.\n");
 }
 
@@ -150,6 +157,11 @@ static void log_prediction(void *ctx, const kl_oip_request *req, const kl_infer_
         kl_prediction_log_record(ctx, &p);
 }
 
+/* Before each alert evaluation: the gauges that describe the present. */
+static void refresh_gauges(void *mgr) {
+    kl_model_manager_refresh_gauges(mgr);
+}
+
 typedef struct {
     const char *name;       /* model */
     const char *challenger; /* its challenger */
@@ -163,6 +175,7 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_model_manager_opts mo = kl_model_manager_defaults();
     kl_prediction_log_opts lo = kl_prediction_log_defaults();
     kl_drift_monitor_opts dmo = kl_drift_monitor_defaults();
+    kl_alert_config *alert_cfg = NULL;
     const char **models = calloc((size_t)argc, sizeof *models);
     traffic_arg *traffic = calloc((size_t)argc, sizeof *traffic);
     char **owned = calloc((size_t)argc, sizeof *owned);
@@ -295,6 +308,14 @@ int kl_cmd_serve(int argc, char **argv) {
             char *end;
             dmo.interval_s = strtod(v, &end);
             bad = *end || !(dmo.interval_s >= 0.01 && dmo.interval_s <= 86400);
+        } else if (!strcmp(a, "--alerts")) {
+            if (!alert_cfg) alert_cfg = calloc(1, sizeof *alert_cfg);
+            if (!alert_cfg || kl_alert_config_load(v, alert_cfg) != KL_OK) {
+                fprintf(stderr, "kiln serve: --alerts: %s\n",
+                        alert_cfg ? kl_errmsg() : "out of memory");
+                rc = 2;
+                goto done;
+            }
         } else if (!strcmp(a, "--device")) {
             mo.device = v;
         } else if (!strcmp(a, "--tls-cert")) {
@@ -337,6 +358,7 @@ int kl_cmd_serve(int argc, char **argv) {
     kl_http_server *http = NULL;
     kl_prediction_log *plog = NULL;
     kl_drift_monitor *drift = NULL;
+    kl_alerts *alerts = NULL;
     int port = 0, hport = 0;
     if (kl_model_manager_create(&mo, &mgr) != KL_OK) goto fail;
     if (lo.dest) {
@@ -354,6 +376,9 @@ int kl_cmd_serve(int argc, char **argv) {
                                          traffic[i].challenger, traffic[i].share) != KL_OK)
             goto fail;
     if (kl_model_manager_start(mgr) != KL_OK) goto fail;
+    if (alert_cfg && kl_alerts_create(alert_cfg, kl_model_manager_metrics(mgr), refresh_gauges, mgr,
+                                      &alerts) != KL_OK)
+        goto fail;
     if (kl_grpc_server_start(&opts, mgr, &grpc, &port) != KL_OK) goto fail;
     if (http_port >= 0) {
         ho.host = opts.host;
@@ -386,6 +411,7 @@ cleanup:
     /* The front ends have answered every request, so no observer call is running: the log
      * writes what it holds, then the manager (whose registry holds the log's metrics) goes. */
     kl_prediction_log_free(plog);
+    kl_alerts_free(alerts); /* before the manager, whose registry the rules read */
     kl_model_manager_free(mgr);
     kl_drift_monitor_free(drift); /* after the manager: freeing versions closes their windows */
 done:
@@ -394,5 +420,6 @@ done:
     free(owned);
     free(traffic);
     free(models);
+    free(alert_cfg);
     return rc;
 }

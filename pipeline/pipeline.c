@@ -2,10 +2,12 @@
 #include "pipeline/pipeline.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "eval/fairness.h"         /* kl_eval_group_gap */
@@ -220,16 +222,22 @@ static kl_status tracking_begin(pipeline *p) {
     if (!uri || !*uri) return KL_OK;
     KL_TRY(kl_mlflow_open(NULL, &p->mlflow));
     KL_TRY(kl_mlflow_experiment(p->mlflow, p->cfg.experiment, p->experiment_id));
+    const char *ev = p->o->evidence, *slash = ev ? strrchr(ev, '/') : NULL;
+    char artifact[300] = "";
+    if (ev) snprintf(artifact, sizeof artifact, "trigger/%s", slash ? slash + 1 : ev);
     kl_kv tags[] = {{"kiln.pipeline", p->cfg.name},
                     {"kiln.trigger", p->o->trigger ? p->o->trigger : "manual"},
                     {"mlflow.source.name", "kiln pipeline run"},
-                    {"mlflow.source.type", "JOB"}};
+                    {"mlflow.source.type", "JOB"},
+                    {"kiln.trigger.evidence", artifact}};
     char run_name[320];
     snprintf(run_name, sizeof run_name, "pipeline %s", p->cfg.name);
     kl_mlflow_run run;
-    KL_TRY(kl_mlflow_create_run(p->mlflow, p->experiment_id, run_name, pl_now_ms(), tags, 4, &run));
+    KL_TRY(kl_mlflow_create_run(p->mlflow, p->experiment_id, run_name, pl_now_ms(), tags,
+                                ev ? 5 : 4, &run));
     snprintf(p->parent_run, sizeof p->parent_run, "%s", run.run_id);
     snprintf(p->res->run_id, sizeof p->res->run_id, "%s", run.run_id);
+    if (ev) KL_TRY(kl_mlflow_upload_file(p->mlflow, run.artifact_uri, ev, artifact));
     return KL_OK;
 }
 
@@ -569,6 +577,8 @@ kl_status kl_pipeline_run(const char *path, const kl_pipeline_opts *opts, kl_pip
     if (st == KL_OK) st = pl_data_override(&p.cfg.data, &tc);
     if (st == KL_OK) st = kl_config_validate(&tc);
     if (st != KL_OK) st = kl_preferr(st, "pipeline");
+    if (st == KL_OK && opts->evidence && access(opts->evidence, R_OK) != 0)
+        st = kl_seterr(KL_EIO, "pipeline: --evidence %s: %s", opts->evidence, strerror(errno));
     if (st == KL_OK) st = kl_file_mkdirs(p.cfg.work_dir);
     if (st == KL_OK) {
         state_load(&p);

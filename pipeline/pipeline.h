@@ -44,9 +44,12 @@
 #include "runtime/status.h"
 
 typedef struct {
-    const char *trigger; /* why it runs ("manual", "drift: ...", ...); recorded as a tag */
-    int force;           /* run every step even when its inputs are unchanged */
-    FILE *log;           /* step lines and training progress (stderr), or NULL */
+    const char *trigger;  /* why it runs ("manual", "drift: ...", ...); recorded as a tag */
+    const char *evidence; /* a file on what made it run (an alert's JSON), or NULL: uploaded to
+                           * the parent run as trigger/<its name>, named by the tag
+                           * kiln.trigger.evidence */
+    int force;            /* run every step even when its inputs are unchanged */
+    FILE *log;            /* step lines and training progress (stderr), or NULL */
 } kl_pipeline_opts;
 
 typedef struct {

@@ -380,6 +380,43 @@ void kl_metrics_remove(kl_metrics *r, const char *name, const char *label, const
     pthread_mutex_unlock(&r->mu);
 }
 
+void kl_metrics_visit(kl_metrics *r, const char *name,
+                      void (*fn)(void *ctx, const kl_metric_sample *s), void *ctx) {
+    if (!r || !fn) return;
+    double cum[KL_METRICS_MAX_BOUNDS + 1];
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_families; i++) {
+        const family *f = r->families[i];
+        if (name && strcmp(f->name, name) != 0) continue;
+        for (size_t j = 0; j < f->n_children; j++) {
+            child *c = f->children[j];
+            if (atomic_load(&c->hidden)) continue;
+            kl_metric_sample s = {.family = f->name,
+                                  .label_names = (const char *const *)f->label_names,
+                                  .label_values = (const char *const *)c->values,
+                                  .n_labels = f->n_labels};
+            if (f->type == FAM_HISTOGRAM) {
+                uint64_t total = 0;
+                for (size_t b = 0; b <= f->n_bounds; b++) {
+                    total += atomic_load_explicit(&c->counts[b], memory_order_relaxed);
+                    cum[b] = (double)total;
+                }
+                s.type = KL_METRIC_HISTOGRAM;
+                s.value = (double)total;
+                s.sum = bitsd(atomic_load_explicit(&c->sum, memory_order_relaxed));
+                s.bounds = f->bounds;
+                s.n_bounds = f->n_bounds;
+                s.cumulative = cum;
+            } else {
+                s.type = f->type == FAM_COUNTER ? KL_METRIC_COUNTER : KL_METRIC_GAUGE;
+                s.value = bitsd(atomic_load_explicit(&c->value, memory_order_relaxed));
+            }
+            fn(ctx, &s);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* --- rendering --------------------------------------------------------------------------------
  */
 

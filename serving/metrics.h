@@ -72,6 +72,29 @@ void kl_metrics_remove(kl_metrics *r, const char *name, const char *label, const
  * a child whose labels come and go, such as a top-N list. Lock-free. */
 void kl_gauge_hide(kl_gauge *g, int hidden);
 
+/* One visible child as kl_metrics_visit shows it. Pointers are valid only during the call. */
+typedef struct {
+    const char *family;             /* the family's name */
+    int type;                       /* KL_METRIC_COUNTER, _GAUGE or _HISTOGRAM */
+    const char *const *label_names; /* n_labels names */
+    const char *const *label_values;
+    size_t n_labels;
+    double value;             /* counter or gauge value; histogram: observations counted */
+    double sum;               /* histogram: their sum */
+    const double *bounds;     /* histogram: n_bounds finite upper bounds (+Inf implied) */
+    size_t n_bounds;          /* histogram: entries in bounds */
+    const double *cumulative; /* histogram: observations <= each bound, then all (n_bounds+1) */
+} kl_metric_sample;
+
+enum { KL_METRIC_COUNTER, KL_METRIC_GAUGE, KL_METRIC_HISTOGRAM };
+
+/* Calls fn once for each visible child of family `name` (every family when name is NULL), in
+ * creation order, under the registry's mutex: fn must not call back into the registry. Values
+ * are read as rendering reads them (a histogram's count is its +Inf bucket). For readers that
+ * evaluate metrics in-process (alert rules), without parsing the text page. */
+void kl_metrics_visit(kl_metrics *r, const char *name,
+                      void (*fn)(void *ctx, const kl_metric_sample *s), void *ctx);
+
 /* Appends the text exposition (version 0.0.4) of every family with a visible child: # HELP,
  * # TYPE, one line per child with escaped label values, and for histograms the cumulative
  * _bucket{le="..."} lines, _sum and _count. *buf is malloc'd and grown as needed (*len bytes

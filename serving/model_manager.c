@@ -733,9 +733,7 @@ kl_status kl_model_manager_index(kl_model_manager *m, int ready_only, kl_repo_en
 /* --- metrics
  * --------------------------------------------------------------------------------------- */
 
-kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t *len,
-                                         size_t *cap) {
-    /* Gauges that describe the present are set just before rendering. */
+void kl_model_manager_refresh_gauges(kl_model_manager *m) {
     pthread_rwlock_rdlock(&m->lock);
     for (size_t i = 0; i < m->n; i++) {
         mm_model *md = m->models[i];
@@ -766,5 +764,10 @@ kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t
         }
     }
     pthread_rwlock_unlock(&m->lock);
+}
+
+kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t *len,
+                                         size_t *cap) {
+    kl_model_manager_refresh_gauges(m);
     return kl_metrics_render(m->metrics, buf, len, cap);
 }

@@ -262,4 +262,8 @@ kl_grpc_code kl_model_manager_unload(kl_model_manager *m, const char *name);
  * *buf (malloc'd, grown as needed; *len bytes used, *cap allocated). */
 kl_status kl_model_manager_write_metrics(kl_model_manager *m, char **buf, size_t *len, size_t *cap);
 
+/* Sets the gauges that describe the present (versions loaded, queue depths, traffic shares), as
+ * write_metrics does before rendering: for in-process readers of the registry (alert rules). */
+void kl_model_manager_refresh_gauges(kl_model_manager *m);
+
 #endif
