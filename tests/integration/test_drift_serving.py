@@ -46,8 +46,8 @@ def setup(tmp_path_factory):
 
 
 class Server(KilnServe):
-    def __init__(self, *args, models=()):
-        super().__init__("--http-port", "0", *args, models=models)
+    def __init__(self, *args, models=(), env=None):
+        super().__init__("--http-port", "0", *args, models=models, env=env)
         m = re.search(r"([0-9.]+):(\d+) \(HTTP", self.banner)
         self.http = f"{m.group(1)}:{m.group(2)}"
 
