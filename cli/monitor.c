@@ -14,10 +14,12 @@
 #define MAX_WARNINGS 20 /* malformed lines named on stderr; the rest are only counted */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln monitor report --log FILE.jsonl --model BUNDLE [--out DIR]\n"
+    fprintf(f, "usage: kiln monitor report --log FILE.jsonl|DIR --model BUNDLE [--out DIR]\n"
                "                           [--window N] [--name MODEL]\n"
                "\n"
-               "Reads a prediction log (JSONL, one record per line) and measures the drift of its\n"
+               "Reads a prediction log (JSONL, one record per line; or the directory kiln serve\n"
+               "--prediction-log DIR writes, its rotated files oldest first) and measures the "
+               "drift of its\n"
                "rows (every row, or the last N) against the reference profile in the bundle's\n"
                "kiln.json: PSI and KS per feature, and PSI of the predictions. --name keeps only\n"
                "records whose \"model\" is MODEL. Prints the top features and writes drift.json,\n"

@@ -2,10 +2,12 @@
 #include "monitor/drift_log.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void kl_drift_log_free(kl_drift_log *log) {
     if (!log) return;
@@ -104,41 +106,78 @@ static int parse_line(kl_drift_log *log, int64_t *cap, const char *model, const 
     return rc;
 }
 
+/* Appends the records of one file; line numbers in messages are the file's own. */
+static kl_status read_file(const char *path, const char *model, FILE *warn, int max_warn,
+                           kl_drift_log *out, int64_t *cap) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return kl_seterr(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
+    char *line = NULL, why[160];
+    size_t len = 0;
+    int64_t n = 0;
+    kl_status s = KL_OK;
+    while (getline(&line, &len, f) >= 0) {
+        n++;
+        out->lines++;
+        size_t i = 0;
+        while (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')
+            i++;
+        if (!line[i]) continue;
+        int rc = parse_line(out, cap, model, line, why, sizeof why);
+        if (rc < 0) {
+            s = kl_preferr(KL_ENOMEM, "%s:%lld", path, (long long)n);
+            break;
+        }
+        if (rc == 0) {
+            if (warn && out->skipped < max_warn)
+                fprintf(warn, "%s:%lld: %s (line skipped)\n", path, (long long)n, why);
+            out->skipped++;
+        }
+    }
+    if (!s && ferror(f))
+        s = kl_seterr(KL_EIO, "%s: read error after line %lld", path, (long long)n);
+    free(line);
+    fclose(f);
+    return s;
+}
+
+/* The rotated files of a prediction log directory, oldest first (their numbers grow). */
+static int log_file(const struct dirent *e) {
+    size_t n = strlen(e->d_name);
+    return !strncmp(e->d_name, "predictions-", 12) && n > 18 &&
+           !strcmp(e->d_name + n - 6, ".jsonl");
+}
+
 kl_status kl_drift_log_read(const char *path, int d, int n_out, const char *model, FILE *warn,
                             int max_warn, kl_drift_log *out) {
     memset(out, 0, sizeof *out);
     if (d < 1 || n_out < 1) return kl_seterr(KL_EINVAL, "prediction log: %d features", d);
     out->d = d;
     out->n_out = n_out;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return kl_seterr(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
-    char *line = NULL, why[160];
-    size_t len = 0;
     int64_t cap = 0;
-    ssize_t got;
-    kl_status s = KL_OK;
-    while ((got = getline(&line, &len, f)) >= 0) {
-        out->lines++;
-        size_t i = 0;
-        while (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n')
-            i++;
-        if (!line[i]) continue;
-        int rc = parse_line(out, &cap, model, line, why, sizeof why);
-        if (rc < 0) {
-            s = kl_preferr(KL_ENOMEM, "%s:%lld", path, (long long)out->lines);
-            break;
-        }
-        if (rc == 0) {
-            if (warn && out->skipped < max_warn)
-                fprintf(warn, "%s:%lld: %s (line skipped)\n", path, (long long)out->lines, why);
-            out->skipped++;
-        }
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return kl_seterr(errno == ENOENT ? KL_ENOTFOUND : KL_EIO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        kl_status s = read_file(path, model, warn, max_warn, out, &cap);
+        if (s) kl_drift_log_free(out);
+        return s;
     }
-    if (!s && ferror(f))
-        s = kl_seterr(KL_EIO, "%s: read error after line %lld", path, (long long)out->lines);
-    free(line);
-    fclose(f);
+    struct dirent **names = NULL;
+    int n = scandir(path, &names, log_file, alphasort);
+    if (n < 0) return kl_seterr(KL_EIO, "%s: %s", path, strerror(errno));
+    kl_status s = n ? KL_OK
+                    : kl_seterr(KL_ENOTFOUND,
+                                "%s: a directory without predictions-NNNNNN.jsonl files (kiln "
+                                "serve --prediction-log DIR writes them)",
+                                path);
+    for (int i = 0; i < n; i++) {
+        char file[4352];
+        snprintf(file, sizeof file, "%s/%s", path, names[i]->d_name);
+        if (!s) s = read_file(file, model, warn, max_warn, out, &cap);
+        free(names[i]);
+    }
+    free(names);
     if (s) kl_drift_log_free(out);
     return s;
 }

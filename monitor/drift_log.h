@@ -9,7 +9,9 @@
  *   {"type":"feedback","time":"...","request_id":"r1","model":"fmnist","labels":[3,7]}
  *      counted and otherwise ignored here
  * A line that is not such an object (bad JSON, an unknown type, rows of the wrong width, inputs
- * and outputs of different lengths) is skipped whole and counted; blank lines are ignored. */
+ * and outputs of different lengths) is skipped whole and counted; blank lines are ignored.
+ * The path may be the log's directory (kiln serve --prediction-log DIR): its rotated files
+ * predictions-NNNNNN.jsonl are read oldest first. */
 #ifndef KL_DRIFT_LOG_H
 #define KL_DRIFT_LOG_H
 

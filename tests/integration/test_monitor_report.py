@@ -250,3 +250,28 @@ def test_regression_prediction_profile(tmp_path):
     rep = json.loads((tmp_path / "rep" / "drift.json").read_text())
     assert rep["prediction"]["psi"] == pytest.approx(feature_psi(pp, shifted), abs=1e-6)
     assert rep["prediction"]["psi"] > 0.25 and "prediction PSI" in p.stdout
+
+
+def test_log_directory_reads_the_rotated_files_in_order(setup, tmp_path):
+    """--log DIR (what kiln serve --prediction-log DIR writes) reads its predictions-NNNNNN.jsonl
+    files oldest first, as if they were one file; other files there are ignored; a directory
+    without log files is an error that says what it expected."""
+    d, _, held, shifted, _ = setup
+    rows = np.concatenate([held[:100], shifted[:100]])
+    probs = probabilities(d, rows, "dir")
+    one = tmp_path / "one.jsonl"
+    write_log(one, rows, probs)
+    lines = one.read_text().splitlines(keepends=True)
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    for k, part in enumerate([lines[:10], lines[10:20], lines[20:]]):
+        (logdir / f"predictions-{k + 1:06d}.jsonl").write_text("".join(part))
+    (logdir / "notes.txt").write_text("not a log\n")
+    _, whole, _ = report(d, one, "--window", "150", name="from-file")
+    _, split, _ = report(d, logdir, "--window", "150", name="from-dir")
+    assert split["rows"] == whole["rows"] == 150  # the last 150: order matters
+    assert split["features"] == whole["features"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = run_kiln("monitor", "report", "--log", empty, "--model", d / "model", check=False)
+    assert p.returncode == 1 and "without predictions-NNNNNN.jsonl files" in p.stderr
