@@ -384,6 +384,10 @@ int kl_cmd_serve(int argc, char **argv) {
         ho.host = opts.host;
         ho.port = http_port;
         ho.prediction_log = plog;
+        if (alerts) {
+            ho.alerts_json = kl_alerts_json;
+            ho.alerts_ctx = alerts;
+        }
         if (kl_http_server_start(&ho, mgr, &http, &hport) != KL_OK) goto fail;
     }
     printf("serving %zu model(s) on %s:%d (gRPC)", kl_model_manager_count(mgr), opts.host, port);
