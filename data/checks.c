@@ -9,11 +9,11 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "runtime/yaml_doc.h" /* kl_yaml_load, kl_yaml_scalar */
+
 /* --- parsing ---------------------------------------------------------------------------------- */
 
-static const char *scalar(yaml_node_t *n) {
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
+#define scalar kl_yaml_scalar
 
 static kl_status number(const char *key, const char *text, double *out) {
     char *end = NULL;
@@ -228,20 +228,10 @@ static kl_status parse_root(yaml_document_t *d, yaml_node_t *root, kl_data_check
 kl_status kl_data_checks_parse_yaml(const char *text, kl_data_checks *out) {
     memset(out, 0, sizeof *out);
     snprintf(out->label_column, sizeof out->label_column, "label");
-    yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
-    if (!yaml_parser_load(&parser, &doc)) {
-        kl_status st =
-            kl_seterr(KL_EFORMAT, "checks: YAML error at line %zu: %s",
-                      parser.problem_mark.line + 1, parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
-        return st;
-    }
+    if (kl_yaml_load(text, strlen(text), &doc) != KL_OK) return kl_preferr(KL_EFORMAT, "checks");
     kl_status st = parse_root(&doc, yaml_document_get_root_node(&doc), out);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return st;
 }
 

@@ -13,7 +13,8 @@
 #include <time.h>
 #include <yaml.h>
 
-#include "runtime/model.h" /* kl_mlp for the latency gate */
+#include "runtime/model.h"    /* kl_mlp for the latency gate */
+#include "runtime/yaml_doc.h" /* kl_yaml_load */
 
 int kl_metric_higher_is_better(const char *m) {
     static const char *const lower[] = {"log_loss", "loss", "ece", "mse", "mae", "rmse"};
@@ -161,20 +162,10 @@ kl_status kl_gates_parse_node(yaml_document_t *doc, yaml_node_t *gates, kl_gate_
 
 kl_status kl_gates_parse_yaml(const char *text, kl_gate_set *out) {
     memset(out, 0, sizeof *out);
-    yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
-    if (!yaml_parser_load(&parser, &doc)) {
-        kl_status st =
-            kl_seterr(KL_EFORMAT, "gates: YAML error at line %zu: %s", parser.problem_mark.line + 1,
-                      parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
-        return st;
-    }
+    if (kl_yaml_load(text, strlen(text), &doc) != KL_OK) return kl_preferr(KL_EFORMAT, "gates");
     kl_status st = parse_root(&doc, yaml_document_get_root_node(&doc), out);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return st;
 }
 

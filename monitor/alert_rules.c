@@ -7,9 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
-#include "runtime/fileio.h" /* kl_file_read */
+#include "runtime/fileio.h"   /* kl_file_read */
+#include "runtime/yaml_doc.h" /* kl_yaml_load, kl_yaml_scalar */
 
 /* --- small parsers ---------------------------------------------------------------------------- */
 
@@ -76,9 +76,7 @@ double kl_histogram_quantile(double q, const double *bounds, size_t n_bounds,
 
 /* --- YAML ------------------------------------------------------------------------------------- */
 
-static const char *scalar(yaml_node_t *n) {
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
+#define scalar kl_yaml_scalar
 
 /* The `where` prefix of error messages: "alerts.rules[2] (HighLatency).for". */
 static kl_status bad(const char *where, const char *key, const char *why) {
@@ -331,20 +329,10 @@ kl_status kl_alert_config_parse(const char *text, kl_alert_config *out) {
     out->retrain_cooldown_s = 3600;
     const char *tmp = getenv("TMPDIR");
     snprintf(out->evidence_dir, sizeof out->evidence_dir, "%s", tmp && *tmp ? tmp : "/tmp");
-    yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
-    if (!yaml_parser_load(&parser, &doc)) {
-        kl_status st =
-            kl_seterr(KL_EFORMAT, "alerts: YAML error at line %zu: %s",
-                      parser.problem_mark.line + 1, parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
-        return st;
-    }
+    if (kl_yaml_load(text, strlen(text), &doc) != KL_OK) return kl_preferr(KL_EFORMAT, "alerts");
     kl_status st = parse_root(&doc, yaml_document_get_root_node(&doc), out);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return st;
 }
 

@@ -19,6 +19,7 @@
 #include "runtime/bundle.h"        /* the trained model */
 #include "runtime/fileio.h"        /* state.json, reports */
 #include "runtime/sha256.h"        /* step keys */
+#include "runtime/yaml_doc.h"      /* kl_yaml_load */
 #include "tracking/mlflow.h"       /* parent and nested runs, registry */
 #include "tracking/model_uri.h"    /* the champion */
 #include "trainer/train.h"         /* kl_train_run */
@@ -38,12 +39,8 @@ int64_t pl_now_ms(void) {
 /* --- the YAML file -----------------------------------------------------------------------------
  */
 
-const char *pl_scalar(yaml_node_t *n) {
-    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
 kl_status pl_copy_scalar(yaml_node_t *n, const char *key, char *dst, size_t cap) {
-    const char *v = pl_scalar(n);
+    const char *v = kl_yaml_scalar(n);
     if (!v) return kl_seterr(KL_EINVAL, "%s: expected a value", key);
     if (strlen(v) >= cap) return kl_seterr(KL_EINVAL, "%s: value too long", key);
     snprintf(dst, cap, "%s", v);
@@ -64,17 +61,10 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
     snprintf(c->approval, sizeof c->approval, "auto");
     snprintf(c->experiment, sizeof c->experiment, "kiln-pipeline");
     c->data.snapshot = 1;
-    yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        kl_status st =
-            kl_seterr(KL_EFORMAT, "YAML error at line %zu: %s", parser.problem_mark.line + 1,
-                      parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
+    if (kl_yaml_load(text, len, &doc) != KL_OK) {
         free(text);
-        return st;
+        return KL_EFORMAT;
     }
     kl_status st = KL_OK;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
@@ -82,7 +72,7 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
         st = kl_seterr(KL_EINVAL, "expected a mapping (name, train_config, gates, ...)");
     for (yaml_node_pair_t *p = root && st == KL_OK ? root->data.mapping.pairs.start : NULL;
          p && p < root->data.mapping.pairs.top && st == KL_OK; p++) {
-        const char *key = pl_scalar(yaml_document_get_node(&doc, p->key));
+        const char *key = kl_yaml_scalar(yaml_document_get_node(&doc, p->key));
         yaml_node_t *v = yaml_document_get_node(&doc, p->value);
         if (!key) {
             st = kl_seterr(KL_EINVAL, "bad key");
@@ -106,7 +96,7 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
             }
             for (yaml_node_item_t *it = v->data.sequence.items.start;
                  it < v->data.sequence.items.top && st == KL_OK; it++) {
-                const char *s = pl_scalar(yaml_document_get_node(&doc, *it));
+                const char *s = kl_yaml_scalar(yaml_document_get_node(&doc, *it));
                 if (!s || c->n_sets >= PL_MAX_SETS)
                     st = kl_seterr(KL_EINVAL, "set: bad entry (or more than %d)", PL_MAX_SETS);
                 else if (!(c->sets[c->n_sets++] = strdup(s)))
@@ -119,7 +109,7 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
             }
             for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
                  q < v->data.mapping.pairs.top && st == KL_OK; q++) {
-                const char *k = pl_scalar(yaml_document_get_node(&doc, q->key));
+                const char *k = kl_yaml_scalar(yaml_document_get_node(&doc, q->key));
                 yaml_node_t *w = yaml_document_get_node(&doc, q->value);
                 if (k && !strcmp(k, "data"))
                     st = pl_copy_scalar(w, "eval.data", c->eval_data, sizeof c->eval_data);
@@ -141,7 +131,6 @@ static kl_status parse_cfg(const char *path, pipeline_cfg *c) {
         }
     }
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     free(text);
     if (st == KL_OK && (!c->name[0] || !c->train_config[0]))
         st = kl_seterr(KL_EINVAL, "name and train_config are required");

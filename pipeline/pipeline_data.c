@@ -14,6 +14,7 @@
 #include "data/snapshot.h"         /* kl_snapshot_save */
 #include "pipeline/pipeline_int.h" /* the shared types and helpers */
 #include "runtime/fileio.h"        /* the checks report */
+#include "runtime/yaml_doc.h"      /* kl_yaml_scalar */
 
 /* --- the data: block ----------------------------------------------------------------------------
  */
@@ -36,7 +37,7 @@ static kl_status parse_ingest(yaml_document_t *doc, yaml_node_t *v, pl_data_cfg 
     kl_status st = KL_OK;
     for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
          q < v->data.mapping.pairs.top && st == KL_OK; q++) {
-        const char *k = pl_scalar(yaml_document_get_node(doc, q->key));
+        const char *k = kl_yaml_scalar(yaml_document_get_node(doc, q->key));
         yaml_node_t *w = yaml_document_get_node(doc, q->value);
         if (k && !strcmp(k, "from")) {
             st = pl_copy_scalar(w, "data.ingest.from", d->from, sizeof d->from);
@@ -45,7 +46,7 @@ static kl_status parse_ingest(yaml_document_t *doc, yaml_node_t *v, pl_data_cfg 
         } else if (k && !strcmp(k, "out")) {
             st = pl_copy_scalar(w, "data.ingest.out", d->out, sizeof d->out);
         } else if (k && !strcmp(k, "query")) {
-            const char *s = pl_scalar(w);
+            const char *s = kl_yaml_scalar(w);
             free(d->query);
             d->query = s ? strdup(s) : NULL;
             if (!s)
@@ -72,7 +73,7 @@ kl_status pl_data_parse(yaml_document_t *doc, yaml_node_t *v, const char *text, 
     kl_status st = KL_OK;
     for (yaml_node_pair_t *q = v->data.mapping.pairs.start;
          q < v->data.mapping.pairs.top && st == KL_OK; q++) {
-        const char *k = pl_scalar(yaml_document_get_node(doc, q->key));
+        const char *k = kl_yaml_scalar(yaml_document_get_node(doc, q->key));
         yaml_node_t *w = yaml_document_get_node(doc, q->value);
         if (k && !strcmp(k, "ingest")) {
             st = parse_ingest(doc, w, d);
@@ -87,7 +88,7 @@ kl_status pl_data_parse(yaml_document_t *doc, yaml_node_t *v, const char *text, 
             st = kl_data_checks_parse_yaml(d->checks_text, d->checks);
             if (st != KL_OK) st = kl_preferr(st, "data.checks");
         } else if (k && !strcmp(k, "snapshot")) {
-            const char *s = pl_scalar(w);
+            const char *s = kl_yaml_scalar(w);
             if (s && (!strcmp(s, "true") || !strcmp(s, "yes")))
                 d->snapshot = 1;
             else if (s && (!strcmp(s, "false") || !strcmp(s, "no")))

@@ -60,8 +60,7 @@ typedef struct {
 double pl_now_s(void);
 int64_t pl_now_ms(void);
 
-/* A YAML node's scalar text, or NULL; copy_scalar copies it into dst (errors name key). */
-const char *pl_scalar(yaml_node_t *n);
+/* Copies a YAML node's scalar text into dst (errors name key). */
 kl_status pl_copy_scalar(yaml_node_t *n, const char *key, char *dst, size_t cap);
 
 /* Step keys: a file's name and bytes, a string, the hex digest. */

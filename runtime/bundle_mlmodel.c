@@ -16,6 +16,8 @@
 
 #include <yaml.h>
 
+#include "runtime/yaml_doc.h" /* kl_yaml_load */
+
 /* 32 lowercase hex digits of a random (version 4) UUID, as Python's uuid4().hex. */
 static kl_status uuid4_hex(char out[33]) {
     unsigned char b[16];
@@ -139,19 +141,9 @@ static kl_status check_kiln_flavor(yaml_document_t *doc, kl_mlmodel_info *info) 
 
 kl_status kl_mlmodel_parse(const char *text, size_t len, kl_mlmodel_info *info) {
     memset(info, 0, sizeof *info);
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) return kl_seterr(KL_ENOMEM, "cannot start libyaml");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     yaml_document_t doc;
-    if (!yaml_parser_load(&parser, &doc)) {
-        kl_status s = kl_seterr(KL_EFORMAT, "YAML error at line %lu: %s",
-                                (unsigned long)parser.problem_mark.line + 1,
-                                parser.problem ? parser.problem : "unknown");
-        yaml_parser_delete(&parser);
-        return s;
-    }
+    KL_TRY(kl_yaml_load(text, len, &doc));
     kl_status s = check_kiln_flavor(&doc, info);
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return s;
 }
