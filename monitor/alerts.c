@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "monitor/alerts_impl.h"
+#include "runtime/ticker.h" /* the evaluation thread */
 
 #define RING 20   /* samples kept per counter or histogram series */
 #define RECENT 20 /* events kept for /alerts */
@@ -52,11 +53,7 @@ struct kl_alerts {
     int warned[KL_ALERT_MAX_RULES]; /* a rule that cannot read its metric was said so */
     kl_gauge *firing[KL_ALERT_MAX_RULES]; /* kiln_alerts_firing{rule,severity} */
     alert_actions actions;                /* log, webhook, retraining */
-    pthread_t thread;                     /* the evaluation loop */
-    int started;                          /* the thread runs */
-    int stop;                             /* asks it to stop (under stop_mu) */
-    pthread_mutex_t stop_mu;              /* guards stop */
-    pthread_cond_t stop_cv;               /* wakes it to stop */
+    kl_ticker *ticker;                    /* evaluates every interval */
 };
 
 /* --- time --------------------------------------------------------------------------------------
@@ -368,28 +365,11 @@ void kl_alerts_evaluate(kl_alerts *a) {
     free(events);
 }
 
-/* --- the thread ------------------------------------------------------------------------------ */
+/* --- lifecycle -------------------------------------------------------------------------------
+ */
 
-/* Waits an interval, then evaluates (the first evaluation one interval after the start, when
- * the counters have moved). */
-static void *loop(void *arg) {
-    kl_alerts *a = arg;
-    pthread_mutex_lock(&a->stop_mu);
-    while (!a->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        double end = (double)until.tv_sec + (double)until.tv_nsec * 1e-9 + a->cfg.interval_s;
-        until.tv_sec = (time_t)end;
-        until.tv_nsec = (long)((end - (double)until.tv_sec) * 1e9);
-        while (!a->stop && pthread_cond_timedwait(&a->stop_cv, &a->stop_mu, &until) == 0) {
-        }
-        if (a->stop) break;
-        pthread_mutex_unlock(&a->stop_mu);
-        kl_alerts_evaluate(a);
-        pthread_mutex_lock(&a->stop_mu);
-    }
-    pthread_mutex_unlock(&a->stop_mu);
-    return NULL;
+static void tick(void *a) {
+    kl_alerts_evaluate(a);
 }
 
 kl_status kl_alerts_create(const kl_alert_config *cfg, kl_metrics *metrics,
@@ -403,12 +383,6 @@ kl_status kl_alerts_create(const kl_alert_config *cfg, kl_metrics *metrics,
     a->refresh = refresh;
     a->refresh_ctx = ctx;
     pthread_mutex_init(&a->mu, NULL);
-    pthread_mutex_init(&a->stop_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->stop_cv, &ca);
-    pthread_condattr_destroy(&ca);
     for (int r = 0; r < cfg->n; r++) {
         const char *names[] = {"rule", "severity"};
         const char *values[] = {cfg->rule[r].name, cfg->rule[r].severity};
@@ -425,24 +399,19 @@ kl_status kl_alerts_create(const kl_alert_config *cfg, kl_metrics *metrics,
         kl_alerts_free(a);
         return st;
     }
-    if (pthread_create(&a->thread, NULL, loop, a) != 0) {
+    /* The first evaluation one interval after the start, once the counters have moved. */
+    kl_status st = kl_ticker_start(cfg->interval_s, tick, a, &a->ticker);
+    if (st != KL_OK) {
         kl_alerts_free(a);
-        return kl_seterr(KL_ENOMEM, "alerts: cannot start the evaluation thread");
+        return kl_preferr(st, "alerts");
     }
-    a->started = 1;
     *out = a;
     return KL_OK;
 }
 
 void kl_alerts_free(kl_alerts *a) {
     if (!a) return;
-    if (a->started) {
-        pthread_mutex_lock(&a->stop_mu);
-        a->stop = 1;
-        pthread_cond_signal(&a->stop_cv);
-        pthread_mutex_unlock(&a->stop_mu);
-        pthread_join(a->thread, NULL);
-    }
+    kl_ticker_stop(a->ticker);
     alert_actions_free(&a->actions);
     for (size_t i = 0; i < a->n; i++)
         series_free(a->s[i]);
@@ -450,8 +419,6 @@ void kl_alerts_free(kl_alerts *a) {
     for (int i = 0; i < a->n_recent; i++)
         cJSON_Delete(a->recent[i]);
     pthread_mutex_destroy(&a->mu);
-    pthread_mutex_destroy(&a->stop_mu);
-    pthread_cond_destroy(&a->stop_cv);
     free(a);
 }
 

@@ -7,7 +7,6 @@
  * window is never freed under a computation. Gauges are lock-free. */
 #include "monitor/drift_monitor.h"
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 
 #include "data/reference.h" /* kl_reference_from_json: the bundle's profile */
 #include "monitor/drift.h"  /* the window and its statistics */
+#include "runtime/ticker.h" /* the recomputing thread */
 
 /* One served version's window and gauges. */
 typedef struct dm_version {
@@ -42,11 +42,7 @@ struct kl_drift_monitor {
     kl_metrics *metrics;     /* borrowed registry */
     pthread_mutex_t mu;      /* guards versions; held through a sweep */
     dm_version *versions;    /* newest first */
-    pthread_mutex_t stop_mu; /* guards stop, with stop_cv */
-    pthread_cond_t stop_cv;  /* wakes the thread to stop */
-    int stop;                /* the thread should leave */
-    int started;             /* the thread runs */
-    pthread_t thread;        /* the recomputing thread */
+    kl_ticker *ticker;       /* recomputes every interval */
 };
 
 kl_drift_monitor_opts kl_drift_monitor_defaults(void) {
@@ -245,25 +241,8 @@ void kl_drift_monitor_update(kl_drift_monitor *mon) {
     pthread_mutex_unlock(&mon->mu);
 }
 
-static void *run(void *arg) {
-    kl_drift_monitor *mon = arg;
-    pthread_mutex_lock(&mon->stop_mu);
-    while (!mon->stop) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        double s = mon->o.interval_s;
-        long long ns = (long long)t.tv_nsec + (long long)((s - floor(s)) * 1e9);
-        t.tv_sec += (time_t)floor(s) + (time_t)(ns / 1000000000LL);
-        t.tv_nsec = (long)(ns % 1000000000LL);
-        while (!mon->stop && pthread_cond_timedwait(&mon->stop_cv, &mon->stop_mu, &t) != ETIMEDOUT)
-            ;
-        if (mon->stop) break;
-        pthread_mutex_unlock(&mon->stop_mu);
-        kl_drift_monitor_update(mon);
-        pthread_mutex_lock(&mon->stop_mu);
-    }
-    pthread_mutex_unlock(&mon->stop_mu);
-    return NULL;
+static void tick(void *mon) {
+    kl_drift_monitor_update(mon);
 }
 
 kl_status kl_drift_monitor_create(const kl_drift_monitor_opts *opts, kl_metrics *metrics,
@@ -277,19 +256,13 @@ kl_status kl_drift_monitor_create(const kl_drift_monitor_opts *opts, kl_metrics 
     mon->o = *opts;
     mon->metrics = metrics;
     pthread_mutex_init(&mon->mu, NULL);
-    pthread_mutex_init(&mon->stop_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&mon->stop_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (pthread_create(&mon->thread, NULL, run, mon)) {
+    kl_status st = kl_ticker_start(opts->interval_s, tick, mon, &mon->ticker);
+    if (st != KL_OK) {
         kl_drift_monitor_free(mon);
-        return kl_seterr(KL_EIO, "drift monitor: cannot start its thread");
+        return kl_preferr(st, "drift monitor");
     }
-    mon->started = 1;
     kl_version_monitor hooks = {.open = dm_open, .observe = dm_observe, .close = dm_close};
-    kl_status st = kl_model_manager_monitor(m, &hooks, mon);
+    st = kl_model_manager_monitor(m, &hooks, mon);
     if (st != KL_OK) {
         kl_drift_monitor_free(mon);
         return st;
@@ -300,20 +273,12 @@ kl_status kl_drift_monitor_create(const kl_drift_monitor_opts *opts, kl_metrics 
 
 void kl_drift_monitor_free(kl_drift_monitor *mon) {
     if (!mon) return;
-    if (mon->started) {
-        pthread_mutex_lock(&mon->stop_mu);
-        mon->stop = 1;
-        pthread_cond_broadcast(&mon->stop_cv);
-        pthread_mutex_unlock(&mon->stop_mu);
-        pthread_join(mon->thread, NULL);
-    }
+    kl_ticker_stop(mon->ticker);
     while (mon->versions) { /* only when the manager was not freed first */
         dm_version *v = mon->versions;
         mon->versions = v->next;
         version_free(v);
     }
     pthread_mutex_destroy(&mon->mu);
-    pthread_mutex_destroy(&mon->stop_mu);
-    pthread_cond_destroy(&mon->stop_cv);
     free(mon);
 }
