@@ -55,7 +55,7 @@ static void add_float(kl_strbuf *b, float v) {
     if (!isfinite(v))
         kl_strbuf_add(b, "null");
     else
-        kl_strbuf_addf(b, "%.9g", (double)v);
+        kl_strbuf_add_float(b, v);
 }
 
 void pl_json_matrix(kl_strbuf *b, const float *x, int64_t rows, int64_t cols) {
