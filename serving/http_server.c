@@ -1,5 +1,5 @@
-/* http_server.c — REST inference and /metrics on libmicrohttpd (0.9.75), with suspend/resume
- * for requests that wait on the model manager. See http_server.h. */
+/* http_server.c — REST inference, /metrics, /alerts and /dashboard on libmicrohttpd (0.9.75),
+ * with suspend/resume for requests that wait on the model manager. See http_server.h. */
 #include "serving/http_server.h"
 
 #include <arpa/inet.h>
@@ -19,6 +19,7 @@
 #include <microhttpd.h> /* MHD_start_daemon, the access handler, suspend/resume */
 #include <zlib.h>       /* inflate, for Content-Encoding: gzip / deflate request bodies */
 
+#include "serving/dashboard.h"   /* kl_dashboard_html, the page of GET /dashboard */
 #include "serving/oip_json.h"    /* the REST bodies */
 #include "serving/oip_service.h" /* kl_oip_model_config_from_info */
 
@@ -41,6 +42,8 @@ struct kl_http_server {
     atomic_long pending;     /* requests whose answer the manager or a job thread still owes */
     pthread_mutex_t mu;      /* orders suspend against resume (see finish) */
     MHD_socket listen_fd;    /* the listening socket returned by MHD_quiesce_daemon */
+    kl_status (*alerts_json)(void *ctx, char **json); /* GET /alerts, or NULL (404) */
+    void *alerts_ctx;                                 /* its context (borrowed) */
 };
 
 typedef enum { RQ_READING, RQ_WAITING, RQ_DONE } rq_state;
@@ -433,6 +436,39 @@ static enum MHD_Result route_metrics(rq *q) {
     return reply(q, 200, buf, len, "text/plain; version=0.0.4; charset=utf-8", len, NULL);
 }
 
+/* GET /alerts: whatever the alerts callback renders; 404 when no rules are configured. */
+static enum MHD_Result route_alerts(rq *q) {
+    if (!q->s->alerts_json)
+        return reply_error(q, 404, "no alert rules configured (kiln serve --alerts FILE)");
+    char *json = NULL;
+    kl_status st = q->s->alerts_json(q->s->alerts_ctx, &json);
+    if (st != KL_OK || !json) {
+        free(json);
+        return reply_error(q, 500, st != KL_OK ? kl_errmsg() : "alerts: no answer rendered");
+    }
+    size_t len = strlen(json);
+    return reply(q, 200, json, len, "application/json", len, NULL);
+}
+
+/* GET /dashboard: the embedded page, never cached (a stale page would poll with stale code).
+ * The Content-Security-Policy holds it to what it is: inline script and style, fetches to this
+ * server only, nothing loaded from anywhere else. */
+static enum MHD_Result route_dashboard(rq *q) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        (size_t)kl_dashboard_html_len, (void *)kl_dashboard_html, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'unsafe-inline'; "
+                            "style-src 'unsafe-inline'; connect-src 'self'; img-src data:");
+    if (atomic_load(&q->s->closing))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(q->c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* POST .../feedback: labels by request id, joined in the prediction log. */
 static enum MHD_Result route_feedback(rq *q, const char *model) {
     if (!q->s->plog)
@@ -481,6 +517,14 @@ static enum MHD_Result route(rq *q, const char *url, const char *method) {
     if (n == 1 && !strcmp(g[0], "metrics")) {
         ALLOW(get, "GET, HEAD");
         return route_metrics(q);
+    }
+    if (n == 1 && !strcmp(g[0], "alerts")) {
+        ALLOW(get, "GET, HEAD");
+        return route_alerts(q);
+    }
+    if (n == 1 && !strcmp(g[0], "dashboard")) {
+        ALLOW(get, "GET, HEAD");
+        return route_dashboard(q);
     }
     if (n < 1 || strcmp(g[0], "v2") != 0) goto unknown;
     if (n == 1) {
@@ -684,6 +728,8 @@ kl_status kl_http_server_start(const kl_http_server_opts *opts, kl_model_manager
     if (!s) return kl_seterr(KL_ENOMEM, "http server: out of memory");
     s->m = m;
     s->plog = opts->prediction_log;
+    s->alerts_json = opts->alerts_json;
+    s->alerts_ctx = opts->alerts_ctx;
     s->max_body = opts->max_body_bytes;
     s->listen_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->stopping, 0);

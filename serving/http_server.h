@@ -1,6 +1,6 @@
 /* http_server.h — the HTTP front end: the Open Inference Protocol's REST form (KServe v2, as
- * Triton serves it, so tritonclient.http and perf_analyzer -i http work unchanged) and the
- * Prometheus /metrics page.
+ * Triton serves it, so tritonclient.http and perf_analyzer -i http work unchanged), the
+ * Prometheus /metrics page, the active alerts and a monitoring dashboard that reads both.
  *
  * The one module that calls libmicrohttpd. A pool of MHD threads reads requests; bodies are
  * decoded by serving/oip_json.h and inference goes to serving/model_manager asynchronously: the
@@ -19,6 +19,10 @@
  *   POST /v2/models/NAME/feedback, /v2/feedback  ground-truth labels by request id (see
  *                                              monitor/prediction_log.h; with a prediction log)
  *   GET  /metrics                              text/plain; version=0.0.4
+ *   GET  /alerts                               the active alerts as JSON (opts.alerts_json;
+ *                                              without it 404: no alert rules configured)
+ *   GET  /dashboard                            an HTML page polling /metrics and /alerts
+ *                                              (serving/dashboard.h), Cache-Control: no-store
  * Errors are {"error":"..."} with 400 (bad JSON, shape, ...), 404, 405, 413 (body over
  * max_body_bytes), 415 (unknown Content-Encoding), 429 (queue full), 503 (stopping, not ready),
  * 504 (deadline exceeded in the queue), 500.
@@ -41,9 +45,13 @@ typedef struct {
     int threads;           /* MHD threads (connections are spread over them), >= 1 */
     size_t max_body_bytes; /* largest request body accepted (after decompression), bytes */
     kl_prediction_log *prediction_log; /* feedback routes join labels here; NULL: they 404 */
+    /* GET /alerts: mallocs the NUL-terminated JSON answer into *json (the server frees it);
+     * called on an MHD thread, so it must not block for long. NULL: /alerts answers 404. */
+    kl_status (*alerts_json)(void *ctx, char **json);
+    void *alerts_ctx; /* handed to alerts_json (borrowed: outlives the server) */
 } kl_http_server_opts;
 
-/* Defaults: 127.0.0.1:8000, 4 threads, 64 MiB bodies. */
+/* Defaults: 127.0.0.1:8000, 4 threads, 64 MiB bodies, no alerts. */
 kl_http_server_opts kl_http_server_defaults(void);
 
 typedef struct kl_http_server kl_http_server;
