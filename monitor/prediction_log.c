@@ -14,7 +14,8 @@
 #include "monitor/prediction_log_impl.h"
 #include "serving/model_manager.h" /* kl_request_id_hash: the canary split's hash */
 
-#define PL_SQL_BATCH 512 /* records per transaction at most */
+#define PL_SQL_BATCH 512       /* records per transaction at most */
+#define PL_WRITER_PERIOD_MS 50 /* the writer drains the queue at least this often */
 
 kl_prediction_log_opts kl_prediction_log_defaults(void) {
     kl_prediction_log_opts o;
@@ -49,24 +50,29 @@ void pl_json_string(kl_strbuf *b, const char *s) {
     kl_strbuf_add(b, "\"");
 }
 
-/* A float as JSON: 9 significant digits (a float32 read back is the same value); null for NaN
- * and infinities, which JSON cannot write. */
-static void add_float(kl_strbuf *b, float v) {
-    if (!isfinite(v))
-        kl_strbuf_add(b, "null");
-    else
-        kl_strbuf_add_float(b, v);
-}
-
+/* Floats as kl_format_float9 (9 significant digits: a float32 read back is the same value);
+ * null for NaN and infinities, which JSON cannot write. Written straight into reserved room, a row
+ * at a time: the log formats every input of every request, and appending value by value cost as
+ * much as formatting them. */
 void pl_json_matrix(kl_strbuf *b, const float *x, int64_t rows, int64_t cols) {
     kl_strbuf_add(b, "[");
     for (int64_t r = 0; r < rows; r++) {
-        kl_strbuf_add(b, r ? ",[" : "[");
+        char *o = kl_strbuf_reserve(b, (size_t)cols * 25 + 4), *start = o;
+        if (!o) return;
+        if (r) *o++ = ',';
+        *o++ = '[';
         for (int64_t c = 0; c < cols; c++) {
-            if (c) kl_strbuf_add(b, ",");
-            add_float(b, x[r * cols + c]);
+            if (c) *o++ = ',';
+            float v = x[r * cols + c];
+            if (isfinite(v)) {
+                o += kl_format_float9(o, v);
+            } else {
+                memcpy(o, "null", 4);
+                o += 4;
+            }
         }
-        kl_strbuf_add(b, "]");
+        *o++ = ']';
+        kl_strbuf_commit(b, (size_t)(o - start));
     }
     kl_strbuf_add(b, "]");
 }
@@ -183,7 +189,10 @@ static void enqueue(kl_prediction_log *l, int type, const char *id, const char *
     }
     ring_put(l, &tail, zeros, pad8(data) - data);
     l->used += size;
-    pthread_cond_signal(&l->cv);
+    /* The writer wakes on its own every PL_WRITER_PERIOD_MS; a wake-up per record would cost a
+     * futex call here and a context switch there for every request. Only a filling queue is
+     * worth waking it early. */
+    if (l->writer_idle && l->used >= l->cap / 8) pthread_cond_signal(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -370,7 +379,16 @@ static void *writer_main(void *arg) {
                 continue;
             }
             if (l->stop) break;
-            pthread_cond_wait(&l->cv, &l->mu);
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += PL_WRITER_PERIOD_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            l->writer_idle = 1;
+            pthread_cond_timedwait(&l->cv, &l->mu, &until);
+            l->writer_idle = 0;
             continue;
         }
         rec_hdr h;
@@ -434,7 +452,11 @@ kl_status kl_prediction_log_create(const kl_prediction_log_opts *opts, kl_metric
     l->sample_all = opts->sample >= 1;
     l->sample_cut = (uint64_t)(opts->sample * 18446744073709551616.0);
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&l->written, 0);
     atomic_init(&l->dropped, 0);
     atomic_init(&l->sampled_out, 0);

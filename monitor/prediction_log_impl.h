@@ -95,7 +95,8 @@ struct kl_prediction_log {
     int sample_all;           /* rate >= 1 */
     /* the queue */
     pthread_mutex_t mu;     /* guards the ring, models, stop */
-    pthread_cond_t cv;      /* wakes the writer */
+    pthread_cond_t cv;      /* wakes the writer early (queue filling, or stop) */
+    int writer_idle;        /* the writer waits on cv */
     unsigned char *ring;    /* queue_bytes of records */
     size_t cap, head, used; /* ring size, read position, bytes queued */
     int stop;               /* free began: drain and leave */

@@ -30,6 +30,34 @@ void kl_strbuf_addn(kl_strbuf *b, const char *s, size_t n) {
     b->p[b->len] = '\0';
 }
 
+char *kl_strbuf_reserve(kl_strbuf *b, size_t n) {
+    size_t len = b->len;
+    kl_strbuf_addn(b, "", 0); /* allocates the first block */
+    if (b->oom || n > SIZE_MAX / 4 - len) {
+        b->oom = 1;
+        return NULL;
+    }
+    if (len + n + 1 > b->cap) {
+        size_t cap = b->cap;
+        while (cap < len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return NULL;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    return b->p + len;
+}
+
+void kl_strbuf_commit(kl_strbuf *b, size_t n) {
+    if (b->oom || b->len + n + 1 > b->cap) return;
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
 void kl_strbuf_add(kl_strbuf *b, const char *s) {
     kl_strbuf_addn(b, s, strlen(s));
 }

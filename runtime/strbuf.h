@@ -25,6 +25,12 @@ void kl_strbuf_addf(kl_strbuf *b, const char *fmt, ...) __attribute__((format(pr
  * infinities. */
 int kl_format_float9(char out[24], float v);
 
+/* Room for n more bytes: returns where they go (NULL after an allocation failure); write up to
+ * n bytes there, then kl_strbuf_commit how many were written. For loops that would otherwise
+ * append one short piece at a time. */
+char *kl_strbuf_reserve(kl_strbuf *b, size_t n);
+void kl_strbuf_commit(kl_strbuf *b, size_t n);
+
 /* Appends kl_format_float9(v). */
 void kl_strbuf_add_float(kl_strbuf *b, float v);
 

@@ -81,6 +81,15 @@ static void test_buffer_grows(void **state) {
     assert_true(!strncmp(b.p, "0.5,1.5,2.5,", 12));
     assert_non_null(strstr(b.p, ",9999.5,"));
     free(b.p);
+    kl_strbuf r = {0}; /* reserve and commit, growing from empty */
+    for (int i = 0; i < 1000; i++) {
+        char *o = kl_strbuf_reserve(&r, 24);
+        assert_non_null(o);
+        kl_strbuf_commit(&r, (size_t)kl_format_float9(o, (float)i));
+    }
+    assert_int_equal((int)strlen(r.p), (int)r.len);
+    assert_true(!strncmp(r.p, "012345678910", 12) && r.len == 10 + 90 * 2 + 900 * 3);
+    free(r.p);
 }
 
 int main(void) {
