@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FEATURES, REPO, KilnServe, small_bundle
+from test_drift_serving import setup  # noqa: F401  (a fixture: a bundle, held-out and shifted rows)
 
 MODEL = "iris"
 REQUESTS = 50
@@ -465,3 +466,43 @@ def test_parser_and_quantiles_under_node(tmp_path):
     assert out["win"]["buckets"] == [{"le": 0.1, "count": 4}, {"le": None, "count": 10}]
     assert out["still"] == "start"
     assert out["fmt"] == ["\u2014", "\u2014", "0.012", "12.3"]
+
+
+# --- drift and alerts from a real server ----------------------------------------------------------
+
+def test_chromium_shows_real_drift_and_a_firing_alert(setup, tmp_path):  # noqa: F811
+    """kiln serve with a drift window and an alert rule on it: after shifted rows, the version's
+    card shows the drift (its PSI bars red for the shifted features), the alert panel lists the
+    firing rule, and the card is marked as alerting: the page against the real thing."""
+    import time
+
+    from test_drift_serving import SHIFT, Server, value
+
+    _, _, shifted, model = setup
+    rules = tmp_path / "alerts.yaml"
+    rules.write_text("interval: 100ms\nrules:\n"
+                     "  - {name: InputDrift, metric: kiln_drift_psi_max, comparison: '>',"
+                     " threshold: 0.25, severity: critical, summary: 'drift on {model}'}\n")
+    s = Server("--drift-window", "400", "--drift-interval", "0.1", "--alerts", rules,
+               models=[f"m={model}"])
+    try:
+        s.send("m", shifted)
+        end = time.time() + 30
+        while time.time() < end and not value(s.metrics(), "kiln_alerts_firing", rule="InputDrift"):
+            time.sleep(0.1)
+        shot = shots_dir(tmp_path) / "dashboard-drift.png"
+        url = f"http://{s.http}/dashboard?refresh=0.5"
+        render(url, screenshot=shot, budget_ms=2000)
+        html = render(url, budget_ms=2000)
+    finally:
+        assert s.stop() == 0
+    dom = Dom(html)
+    card = dom.card("m", "1")
+    assert number(card, "drift_psi_max") > 0.25
+    assert dom.alert_rules == ["InputDrift"]
+    assert "alerting" in card["_class"]
+    for j in SHIFT:  # the shifted features' bars are red
+        assert re.search(rf'class="num bad" data-metric="drift_psi" data-feature="f{j}"', html), j
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
