@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FEATURES, REPO, KilnServe, small_bundle
+from conftest import FEATURES, REPO, small_bundle
+from test_http import HttpServer
+from test_mlflow_ui import chromium
 from test_drift_serving import setup  # noqa: F401  (a fixture: a bundle, held-out and shifted rows)
 
 MODEL = "iris"
@@ -34,35 +36,12 @@ PAGE = REPO / "serving" / "dashboard.html"
 
 # --- helpers ------------------------------------------------------------------------------------
 
-class HttpServe(KilnServe):
-    """`kiln serve --http-port 0`; the HTTP address from its banner."""
+class HttpServe(HttpServer):
+    """`kiln serve --http-port 0` (test_http's), with its base URL."""
 
     def __init__(self, *models):
-        super().__init__("--http-port", "0", models=models)
-        m = re.search(r"([0-9.]+):(\d+) \(HTTP", self.banner)
-        if not m:
-            self.proc.kill()
-            raise AssertionError(f"kiln serve did not start with HTTP: {self.banner!r}")
-        self.host, self.port = m.group(1), int(m.group(2))
+        super().__init__(*models)
         self.base = f"http://{self.host}:{self.port}"
-
-    def request(self, method, path, body=None, headers=None):
-        """(status, lower-cased headers, body bytes) of one request on a fresh connection."""
-        c = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            c.close()
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no Chromium installed (apt-get install chromium)")
 
 
 def render(url, screenshot=None, budget_ms=4000):
