@@ -119,12 +119,20 @@ int kl_format_float9(char out[24], float v) {
     if (v < 0) *o++ = '-';
     double d = fabs((double)v);
     char tmp[24];
-    if (d < 16777216.0 && d == floor(d)) { /* a whole number, exactly held by a float */
-        char *s = digits_before(tmp + sizeof tmp, (uint64_t)d);
-        size_t n = (size_t)(tmp + sizeof tmp - s);
-        memcpy(o, s, n);
+    uint32_t u = d < 16777216.0 ? (uint32_t)d : 0;
+    if (u && (double)u == d) { /* a whole number, exactly held by a float: digits in place */
+        int n = u < 10         ? 1
+                : u < 100      ? 2
+                : u < 1000     ? 3
+                : u < 10000    ? 4
+                : u < 100000   ? 5
+                : u < 1000000  ? 6
+                : u < 10000000 ? 7
+                               : 8;
+        for (int i = n - 1; i >= 0; i--, u /= 10)
+            o[i] = (char)('0' + u % 10);
         o[n] = 0;
-        return (int)(o - out + (ptrdiff_t)n);
+        return (int)(o - out) + n;
     }
     /* 9 significant digits m (10^8 <= m < 10^9) with d ~ m * 10^(e - 8); rint rounds a tie
      * to even, as printf does with the exact value. */
