@@ -1,5 +1,5 @@
-/* monitor.c — `kiln monitor report --log FILE.jsonl --model BUNDLE`: drift of logged
- * predictions against the bundle's reference profile, as a table and a report directory. */
+/* monitor.c — `kiln monitor report --log FILE.jsonl|DIR --model BUNDLE|models:/URI`: drift of
+ * logged predictions against the bundle's reference profile, as a table and a report directory. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,20 +10,21 @@
 #include "monitor/drift_log.h"
 #include "monitor/drift_report.h"
 #include "runtime/bundle.h"
+#include "tracking/model_uri.h" /* --model models:/NAME@ALIAS */
 
 #define MAX_WARNINGS 20 /* malformed lines named on stderr; the rest are only counted */
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: kiln monitor report --log FILE.jsonl|DIR --model BUNDLE [--out DIR]\n"
-               "                           [--window N] [--name MODEL]\n"
+    fprintf(f, "usage: kiln monitor report --log FILE.jsonl|DIR --model BUNDLE|models:/NAME@ALIAS\n"
+               "                           [--out DIR] [--window N] [--name MODEL]\n"
                "\n"
                "Reads a prediction log (JSONL, one record per line; or the directory kiln serve\n"
-               "--prediction-log DIR writes, its rotated files oldest first) and measures the "
-               "drift of its\n"
-               "rows (every row, or the last N) against the reference profile in the bundle's\n"
-               "kiln.json: PSI and KS per feature, and PSI of the predictions. --name keeps only\n"
-               "records whose \"model\" is MODEL. Prints the top features and writes drift.json,\n"
-               "psi.svg, prediction.svg and report.html to DIR (default out/monitor).\n"
+               "--prediction-log DIR writes, its rotated files oldest first) and measures the\n"
+               "drift of its rows (every row, or the last N) against the reference profile in\n"
+               "the bundle's kiln.json (a folder, or a registered version by models:/ URI, as\n"
+               "kiln serve takes it): PSI and KS per feature, and PSI of the predictions. --name\n"
+               "keeps only records whose \"model\" is MODEL. Prints the top features and writes\n"
+               "drift.json, psi.svg, prediction.svg and report.html to DIR (default out/monitor).\n"
                "Malformed lines are reported (FILE:LINE: ...), skipped and counted.\n");
 }
 
@@ -72,7 +73,10 @@ static int report(int argc, char **argv) {
     memset(&log, 0, sizeof log);
     memset(&res, 0, sizeof res);
     int rc = 1;
-    if (kl_bundle_load(model, &b)) return kl_cli_fail("monitor report");
+    char model_dir[4096];
+    if (kl_model_uri_resolve(model, model_dir, sizeof model_dir) != KL_OK ||
+        kl_bundle_load(model_dir, &b) != KL_OK)
+        return kl_cli_fail("monitor report");
     kl_status s = KL_OK;
     if (!b.reference_json) {
         s = kl_seterr(KL_ENOTFOUND,
