@@ -2,11 +2,12 @@
 #include "tracking/system_metrics.h"
 
 #include <dlfcn.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "runtime/ticker.h" /* the sampling thread */
 
 #define MAX_GPUS 16
 
@@ -31,10 +32,7 @@ typedef struct {
 struct kl_sysmetrics {
     kl_tracker *t;                            /* where samples go */
     double interval_s;                        /* seconds between samples */
-    pthread_t thread;                         /* the sampler */
-    pthread_mutex_t mu;                       /* guards stop */
-    pthread_cond_t cv;                        /* wakes the sampler to stop */
-    int stop;                                 /* stop requested */
+    kl_ticker *ticker;                        /* samples every interval */
     int64_t step;                             /* samples taken */
     unsigned long long prev_busy, prev_total; /* last /proc/stat reading */
     nvml_api nv;                              /* NVML, or lib == NULL */
@@ -120,23 +118,8 @@ static void sample(kl_sysmetrics *s) {
     s->step++;
 }
 
-static void *sampler(void *arg) {
-    kl_sysmetrics *s = arg;
-    pthread_mutex_lock(&s->mu);
-    while (!s->stop) {
-        pthread_mutex_unlock(&s->mu);
-        sample(s);
-        pthread_mutex_lock(&s->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        double when = ts.tv_sec + ts.tv_nsec * 1e-9 + s->interval_s;
-        ts.tv_sec = (time_t)when;
-        ts.tv_nsec = (long)((when - (double)ts.tv_sec) * 1e9);
-        while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu, &ts) == 0) {
-        }
-    }
-    pthread_mutex_unlock(&s->mu);
-    return NULL;
+static void tick(void *s) {
+    sample(s);
 }
 
 kl_status kl_sysmetrics_start(kl_tracker *t, double interval_s, kl_sysmetrics **out) {
@@ -146,11 +129,15 @@ kl_status kl_sysmetrics_start(kl_tracker *t, double interval_s, kl_sysmetrics **
     s->t = t;
     s->interval_s = interval_s > 0 ? interval_s : 10.0;
     nvml_open(&s->nv);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    if (pthread_create(&s->thread, NULL, sampler, s) != 0) {
+    sample(s); /* the first sample now (and the /proc/stat baseline), then every interval */
+    kl_status st = kl_ticker_start(s->interval_s, tick, s, &s->ticker);
+    if (st != KL_OK) {
+        if (s->nv.lib) {
+            if (s->nv.shutdown) s->nv.shutdown();
+            dlclose(s->nv.lib);
+        }
         free(s);
-        return kl_seterr(KL_EIO, "system metrics: cannot start the sampling thread");
+        return kl_preferr(st, "system metrics");
     }
     *out = s;
     return KL_OK;
@@ -158,17 +145,11 @@ kl_status kl_sysmetrics_start(kl_tracker *t, double interval_s, kl_sysmetrics **
 
 void kl_sysmetrics_stop(kl_sysmetrics *s) {
     if (!s) return;
-    pthread_mutex_lock(&s->mu);
-    s->stop = 1;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->thread, NULL);
+    kl_ticker_stop(s->ticker);
     sample(s);
     if (s->nv.lib) {
         if (s->nv.shutdown) s->nv.shutdown();
         dlclose(s->nv.lib);
     }
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
     free(s);
 }
