@@ -356,24 +356,16 @@ char *kl_eval_svg_predicted_vs_true(const kl_eval_result *r) {
 
 /* --- files and terminal --------------------------------------------------------------------- */
 
-static kl_status write_text(const char *dir, const char *name, char *text) {
-    if (!text) return kl_seterr(KL_ENOMEM, "%s: building the text", name);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    kl_status s = kl_file_write_atomic(path, text, strlen(text));
-    free(text);
-    return s == KL_OK ? s : kl_preferr(s, "%s", path);
-}
-
 kl_status kl_eval_report_write(const char *dir, const kl_eval_result *r, const kl_eval_meta *meta) {
     KL_TRY(kl_file_mkdirs(dir));
-    KL_TRY(write_text(dir, "report.json", kl_eval_report_json(r, meta)));
-    KL_TRY(write_text(dir, "report.md", kl_eval_report_markdown(r, meta)));
+    KL_TRY(kl_file_write_text_in(dir, "report.json", kl_eval_report_json(r, meta)));
+    KL_TRY(kl_file_write_text_in(dir, "report.md", kl_eval_report_markdown(r, meta)));
     if (r->task == KL_TASK_CLASSIFICATION) {
-        KL_TRY(write_text(dir, "confusion.svg", kl_eval_svg_confusion(r)));
-        KL_TRY(write_text(dir, "roc.svg", kl_eval_svg_roc(r)));
+        KL_TRY(kl_file_write_text_in(dir, "confusion.svg", kl_eval_svg_confusion(r)));
+        KL_TRY(kl_file_write_text_in(dir, "roc.svg", kl_eval_svg_roc(r)));
     } else {
-        KL_TRY(write_text(dir, "predicted_vs_true.svg", kl_eval_svg_predicted_vs_true(r)));
+        KL_TRY(
+            kl_file_write_text_in(dir, "predicted_vs_true.svg", kl_eval_svg_predicted_vs_true(r)));
     }
     return KL_OK;
 }

@@ -347,21 +347,12 @@ char *kl_drift_report_html(const kl_drift_report *r) {
 /* --- files and terminal ------------------------------------------------------------------------
  */
 
-static kl_status write_text(const char *dir, const char *name, char *text) {
-    if (!text) return kl_seterr(KL_ENOMEM, "%s: building the text", name);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    kl_status s = kl_file_write_atomic(path, text, strlen(text));
-    free(text);
-    return s == KL_OK ? s : kl_preferr(s, "%s", path);
-}
-
 kl_status kl_drift_report_write(const char *dir, const kl_drift_report *r) {
     KL_TRY(kl_file_mkdirs(dir));
-    KL_TRY(write_text(dir, "drift.json", kl_drift_report_json(r)));
-    KL_TRY(write_text(dir, "psi.svg", kl_drift_svg_psi(r)));
-    KL_TRY(write_text(dir, "prediction.svg", kl_drift_svg_prediction(r)));
-    return write_text(dir, "report.html", kl_drift_report_html(r));
+    KL_TRY(kl_file_write_text_in(dir, "drift.json", kl_drift_report_json(r)));
+    KL_TRY(kl_file_write_text_in(dir, "psi.svg", kl_drift_svg_psi(r)));
+    KL_TRY(kl_file_write_text_in(dir, "prediction.svg", kl_drift_svg_prediction(r)));
+    return kl_file_write_text_in(dir, "report.html", kl_drift_report_html(r));
 }
 
 static void term_num(FILE *f, double v) {

@@ -103,3 +103,12 @@ kl_status kl_file_mkdirs(const char *dir) {
     if (!ok) return kl_seterr(KL_EIO, "\"%s\" exists and is not a directory", dir);
     return KL_OK;
 }
+
+kl_status kl_file_write_text_in(const char *dir, const char *name, char *text) {
+    if (!text) return kl_seterr(KL_ENOMEM, "%s: building the text", name);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    kl_status s = kl_file_write_atomic(path, text, strlen(text));
+    free(text);
+    return s == KL_OK ? s : kl_preferr(s, "%s", path);
+}

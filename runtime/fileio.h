@@ -20,4 +20,9 @@ kl_status kl_file_write_atomic(const char *path, const void *data, size_t len);
 /* Creates dir and its missing parents (mode 0755); an existing directory is fine. */
 kl_status kl_file_mkdirs(const char *dir);
 
+/* Writes the NUL-terminated text to dir/name with kl_file_write_atomic and frees it (it takes
+ * ownership; NULL, a failed build of the text, is KL_ENOMEM naming the file). Errors name the
+ * path. For report writers that build each file's text and write it out. */
+kl_status kl_file_write_text_in(const char *dir, const char *name, char *text);
+
 #endif
