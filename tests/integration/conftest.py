@@ -210,11 +210,11 @@ def write_dataset(path, rows=200, seed=5):
     return x
 
 
-def train_classifier(data, out, seed=1, epochs=3):
+def train_classifier(data, out, seed=1, epochs=3, val_fraction=0.2):
     """`kiln train` of a 6-16-3 tanh classifier on a write_dataset CSV into bundle folder out."""
     cfg = Path(str(out) + ".yaml")
     cfg.write_text(
-        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: 0.2, "
+        f"data: {{format: csv, train: {data}, label_column: label, val_fraction: {val_fraction}, "
         "transform: standard}\n"
         "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
         "optim: {name: adamw, lr: 0.01}\n"
@@ -223,6 +223,24 @@ def train_classifier(data, out, seed=1, epochs=3):
     )
     run_kiln("train", "--config", cfg)
     return out
+
+
+def drift_data(d, train, held, shifted, shift):
+    """For drift tests: a write_dataset CSV of train + held + shifted rows; a classifier trained
+    on the first `train` rows with no validation split (so the bundle's reference profile is of
+    exactly those rows) in d/model; the next `held` rows as they are and the last `shifted` rows
+    with shift {feature: k} added (k standard deviations of the training column). Returns
+    (training rows, held-out rows, shifted rows), float32."""
+    import numpy as np
+
+    x = write_dataset(d / "all.csv", rows=train + held + shifted)
+    lines = (d / "all.csv").read_text().splitlines()
+    (d / "train.csv").write_text("\n".join(lines[: train + 1]) + "\n")
+    moved = x[train + held :].copy()
+    for j, k in shift.items():
+        moved[:, j] += np.float32(k * x[:train, j].std())
+    train_classifier(d / "train.csv", d / "model", val_fraction=0.0)
+    return x[:train], x[train : train + held], moved
 
 
 def small_bundle(d):

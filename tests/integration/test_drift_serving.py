@@ -13,7 +13,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import FEATURES, KilnServe, run_kiln, write_dataset
+from conftest import FEATURES, KilnServe, drift_data, run_kiln
 
 TRAIN, WINDOW = 800, 400
 SHIFT = {0: 1.5, 3: -2.0}  # feature -> shift in its standard deviations
@@ -26,22 +26,7 @@ def setup(tmp_path_factory):
     """(folder, held-out rows, shifted rows, bundle): a classifier trained on TRAIN rows (no
     validation split, so the profile is of exactly those rows)."""
     d = tmp_path_factory.mktemp("driftsrv")
-    x = write_dataset(d / "all.csv", rows=TRAIN + 2 * WINDOW)
-    lines = (d / "all.csv").read_text().splitlines()
-    (d / "train.csv").write_text("\n".join(lines[: TRAIN + 1]) + "\n")
-    held = x[TRAIN : TRAIN + WINDOW]
-    shifted = x[TRAIN + WINDOW :].copy()
-    for j, k in SHIFT.items():
-        shifted[:, j] += np.float32(k * x[:TRAIN, j].std())
-    (d / "m.yaml").write_text(
-        f"data: {{format: csv, train: {d / 'train.csv'}, label_column: label, "
-        "val_fraction: 0.0, transform: standard}\n"
-        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
-        "optim: {name: adamw, lr: 0.01}\n"
-        "train: {batch_size: 32, epochs: 3, seed: 1, threads: 1}\n"
-        f"output: {d / 'model'}\n"
-    )
-    run_kiln("train", "--config", d / "m.yaml")
+    _, held, shifted = drift_data(d, TRAIN, WINDOW, WINDOW, SHIFT)
     return d, held, shifted, d / "model"
 
 

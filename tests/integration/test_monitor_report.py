@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from conftest import FEATURES, LABELS, run_kiln, write_dataset
+from conftest import FEATURES, LABELS, drift_data, run_kiln
 
 stats = pytest.importorskip("scipy.stats", reason="scipy is not installed")
 
@@ -30,25 +30,9 @@ SHIFT = {0: 1.5, 3: -2.0}  # feature -> shift in its standard deviations
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("monitor")
-    x = write_dataset(d / "all.csv", rows=TRAIN + HELD + SHIFTED)
-    lines = (d / "all.csv").read_text().splitlines()
-    header, body = lines[0], lines[1:]
-    (d / "train.csv").write_text("\n".join([header] + body[:TRAIN]) + "\n")
-    held = x[TRAIN : TRAIN + HELD]
-    shifted = x[TRAIN + HELD :].copy()
-    for j, k in SHIFT.items():
-        shifted[:, j] += np.float32(k * x[:TRAIN, j].std())
-    (d / "m.yaml").write_text(
-        f"data: {{format: csv, train: {d / 'train.csv'}, label_column: label, "
-        "val_fraction: 0.0, transform: standard}\n"
-        "model: {layers: 6-16-3, activation: tanh, dropout: 0.0, task: classification}\n"
-        "optim: {name: adamw, lr: 0.01}\n"
-        "train: {batch_size: 32, epochs: 3, seed: 1, threads: 1}\n"
-        f"output: {d / 'model'}\n"
-    )
-    run_kiln("train", "--config", d / "m.yaml")
+    train, held, shifted = drift_data(d, TRAIN, HELD, SHIFTED, SHIFT)
     ref = json.loads((d / "model" / "kiln.json").read_text())["reference"]
-    return d, x[:TRAIN], held, shifted, ref
+    return d, train, held, shifted, ref
 
 
 def class_names(d):
